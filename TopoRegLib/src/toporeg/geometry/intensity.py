@@ -1,0 +1,24 @@
+"""Intensity normalisation shared by every model and the optimisation engine."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def percentile_normalize(data: np.ndarray, lower: float = 1.0, upper: float = 99.0, *,
+                         mask: np.ndarray | None = None, clip: bool = True) -> np.ndarray:
+    """Map the `lower`/`upper` percentiles (of the masked voxels, else of all) to 0 and 1 (float32).
+
+    Percentiles instead of min/max keep one hot voxel or a dark background from squashing the contrast.
+    """
+    values = data[mask.astype(bool)] if mask is not None else data
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        raise ValueError("no finite voxels to normalise")
+    lo, hi = np.percentile(values, [lower, upper])
+    if hi <= lo:
+        lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:
+        raise ValueError("image is constant: cannot normalise its intensities")
+    out = (data.astype(np.float32) - np.float32(lo)) / np.float32(hi - lo)
+    return np.clip(out, 0.0, 1.0) if clip else out
