@@ -82,15 +82,25 @@ class JsonLinesReporter:
 
 
 class BarReporter:
-    """Human progress bar on stderr, redrawn at most 10 times a second."""
+    """Human progress bar on stderr, redrawn at most 10 times a second; plain lines every 10 % when
+    stderr is not a terminal (logs stay readable)."""
 
     def __init__(self, stream: TextIO = sys.stderr, width: int = 30):
         self.stream, self.width = stream, width
         self._last = 0.0
+        self._last_decile = -1
         self._start = time.perf_counter()
+        self._tty = bool(getattr(stream, "isatty", lambda: False)())
 
     def __call__(self, stage: str, fraction: float, message: str) -> None:
         now = time.perf_counter()
+        if not self._tty:
+            decile = int(fraction * 10)
+            if decile != self._last_decile or (fraction >= 1.0 and stage == "done"):
+                self._last_decile = decile
+                self.stream.write(f"{fraction * 100:5.1f}% {now - self._start:6.1f}s {stage}: {message}\n")
+                self.stream.flush()
+            return
         if fraction < 1.0 and now - self._last < 0.1:
             return
         self._last = now

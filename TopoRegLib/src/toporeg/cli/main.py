@@ -7,9 +7,9 @@ import sys
 
 from .. import __version__
 from ..errors import CancelledError, TopoRegError
-from . import demo, info
+from . import demo, info, register_cmd
 
-SUBCOMMANDS = [info, demo]
+SUBCOMMANDS = [info, register_cmd, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,6 +19,12 @@ def split_suffix(path: Path) -> tuple[str, str]:
     return path.stem, path.suffix
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path with the same suffix; on success it replaces `path`, on error it is removed."""
@@ -30,6 +36,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs follow the umask
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

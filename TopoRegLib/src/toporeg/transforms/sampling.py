@@ -7,6 +7,7 @@ channel per spatial axis, in voxels. The only translation to `grid_sample`'s nor
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Literal
 
 import torch
@@ -17,16 +18,33 @@ Padding = Literal["zeros", "border"]
 
 
 def identity_grid(shape: tuple[int, ...] | torch.Size, *, device=None, dtype=torch.float32) -> torch.Tensor:
-    """(1, ndim, *shape) tensor whose channel c holds each voxel's index along axis c."""
+    """(1, ndim, *shape) tensor whose channel c holds each voxel's index along axis c.
+
+    Cached per (shape, device, dtype): treat the result as read-only.
+    """
+    return _identity_grid(tuple(int(n) for n in shape), torch.device(device or "cpu"), dtype)
+
+
+@lru_cache(maxsize=16)
+def _identity_grid(shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     axes = [torch.arange(n, device=device, dtype=dtype) for n in shape]
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=0).unsqueeze(0)
+
+
+@lru_cache(maxsize=16)
+def _normalised_identity(shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The identity as a grid_sample grid (1, *shape, ndim)."""
+    return _to_grid(_identity_grid(shape, device, dtype), shape)
+
+
+def _scale(shape: tuple[int, ...], ndim: int, device, dtype) -> torch.Tensor:
+    return torch.tensor([2.0 / max(n - 1, 1) for n in shape], device=device, dtype=dtype).view(1, ndim, *([1] * ndim))
 
 
 def _to_grid(coords: torch.Tensor, in_shape: tuple[int, ...]) -> torch.Tensor:
     """Voxel coordinates (B, ndim, *out) -> grid_sample grid (B, *out, ndim) in reversed, [-1, 1] order."""
     ndim = coords.shape[1]
-    scale = torch.tensor([2.0 / max(n - 1, 1) for n in in_shape], device=coords.device, dtype=coords.dtype)
-    norm = coords * scale.view(1, ndim, *([1] * ndim)) - 1.0
+    norm = coords * _scale(in_shape, ndim, coords.device, coords.dtype) - 1.0
     return norm.permute(0, *range(2, ndim + 2), 1).flip(-1)
 
 
@@ -48,8 +66,15 @@ def warp(image: torch.Tensor, displacement: torch.Tensor, *, mode: Interp = "lin
     """image ∘ (id + u): pull-back warp of `image` by a voxel displacement on the same grid."""
     if image.shape[2:] != displacement.shape[2:]:
         raise ValueError(f"image grid {tuple(image.shape[2:])} != displacement grid {tuple(displacement.shape[2:])}")
-    grid = identity_grid(displacement.shape[2:], device=displacement.device, dtype=displacement.dtype)
-    return sample(image, grid + displacement, mode=mode, padding=padding)
+    shape = tuple(displacement.shape[2:])
+    ndim = len(shape)
+    disp = displacement.to(image.dtype)
+    offset = (disp * _scale(shape, ndim, disp.device, disp.dtype)).permute(0, *range(2, ndim + 2), 1).flip(-1)
+    grid = _normalised_identity(shape, disp.device, disp.dtype) + offset
+    if grid.shape[0] != image.shape[0]:
+        grid = grid.expand(image.shape[0], *grid.shape[1:])
+    gs_mode = "bilinear" if mode == "linear" else "nearest"
+    return F.grid_sample(image, grid, mode=gs_mode, padding_mode=padding, align_corners=True)
 
 
 def warp_labels(labels: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:

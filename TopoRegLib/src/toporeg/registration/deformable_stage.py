@@ -1,0 +1,91 @@
+"""Deformable stage on the fixed grid: SVF (diffeomorphic) or free-form displacement, coarse to fine.
+
+The moving image is first resampled through the affine voxel map M at each level, so the field u
+lives on the fixed grid and the total mapping is x ↦ M(x + u(x)). The optimised parameter is a field
+at 1/`field_factor` of the level resolution, smoothed by a Gaussian before use (fluid-like
+regularisation), plus an explicit diffusion or bending penalty.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..filters import gaussian_smooth
+from ..progress import Progress
+from ..transforms.affine import affine_coordinates
+from ..transforms.integration import integrate_svf
+from ..transforms.sampling import resize_displacement, sample, warp
+from .affine_stage import _plateaued
+from .problem import Problem
+from .pyramid import blur_for_sampling, level_image, make_level
+from .regularizers import REGULARIZERS
+from .settings import RegistrationSettings
+from .similarity import Similarity
+
+
+@dataclass
+class DeformableField:
+    """The optimised field on its control grid; `velocity` is an SVF or a displacement (voxels)."""
+    velocity: torch.Tensor
+    is_svf: bool
+    steps: int
+
+    def displacement(self, shape: tuple[int, ...]) -> torch.Tensor:
+        u = integrate_svf(self.velocity, self.steps) if self.is_svf else self.velocity
+        return resize_displacement(u, shape)
+
+    def inverse_displacement(self, shape: tuple[int, ...]) -> torch.Tensor | None:
+        if not self.is_svf:
+            return None
+        return resize_displacement(integrate_svf(-self.velocity, self.steps), shape)
+
+
+def optimise_deformable(problem: Problem, voxel_map: torch.Tensor, settings: RegistrationSettings,
+                        similarity: Similarity, progress: Progress) -> DeformableField:
+    is_svf = settings.transform == "svf"
+    regularizer = REGULARIZERS[settings.regularizer]
+    total = sum(settings.iterations)
+    done = 0
+    param: torch.Tensor | None = None
+    for factor, iterations in zip(settings.levels, settings.iterations):
+        level = make_level(problem.fixed.grid_shape, factor)
+        ctrl_shape = tuple(max(n // settings.field_factor, 4) if settings.field_factor > 1 else n for n in level.shape)
+        fixed_l = level_image(problem.fixed_image, level)
+        weight_l = None if problem.fixed_weight is None else level_image(problem.fixed_weight, level)
+        m_level = voxel_map @ torch.as_tensor(level.to_fixed_voxels(), dtype=torch.float64, device=problem.device)
+        coords = affine_coordinates(m_level.float(), level.shape, device=problem.device)
+        spacing_ratio = level.scale * problem.frame.cpu().numpy() / problem.moving_spacing
+        with torch.no_grad():
+            moving_l = sample(blur_for_sampling(problem.moving_image, spacing_ratio), coords)
+            mmask_l = None if problem.moving_mask is None else sample(problem.moving_mask, coords)
+        if param is None:
+            param = torch.zeros(1, problem.ndim, *ctrl_shape, device=problem.device)
+        else:
+            param = resize_displacement(gaussian_smooth(param, settings.field_sigma), ctrl_shape)
+        param = param.detach().requires_grad_(True)
+        optimiser = torch.optim.Adam([param], lr=settings.learning_rate)
+        history: list[float] = []
+        for i in range(iterations):
+            optimiser.zero_grad()
+            velocity = gaussian_smooth(param, settings.field_sigma)
+            field = DeformableField(velocity, is_svf, settings.svf_steps)
+            u = field.displacement(level.shape)
+            warped = warp(moving_l, u)
+            weight = weight_l
+            if mmask_l is not None:
+                mm = warp(mmask_l, u)
+                weight = mm if weight is None else weight * mm
+            loss = similarity(warped, fixed_l, weight) + settings.regularization * regularizer(velocity)
+            loss.backward()
+            optimiser.step()
+            history.append(float(loss.detach()))
+            progress.update("deformable", (done + i + 1) / max(total, 1),
+                            f"level 1/{factor} iteration {i + 1}/{iterations}: loss {history[-1]:.4f}")
+            if _plateaued(history, settings):
+                break
+        done += iterations
+    with torch.no_grad():
+        velocity = gaussian_smooth(param.detach(), settings.field_sigma)
+    return DeformableField(velocity, is_svf, settings.svf_steps)
