@@ -32,6 +32,23 @@ def smooth_blobs(shape, seed=0, n=6) -> np.ndarray:
     return img
 
 
+def phantom(shape, seed=0) -> np.ndarray:
+    """Blobs with soft but distinct edges in [0, 1]: local NCC needs structure, not only smooth ramps."""
+    img = smooth_blobs(shape, seed=seed, n=12)
+    levels = np.tanh(6.0 * (img / img.max() - 0.3)) + np.tanh(6.0 * (img / img.max() - 0.65))
+    levels = levels - levels.min()
+    return (levels / levels.max()).astype(np.float32)
+
+
+def textured_phantom(shape, seed=0) -> np.ndarray:
+    """`phantom` plus fine texture of realistic local contrast (MR images are never flat inside)."""
+    from toporeg.filters import gaussian_smooth
+
+    g = torch.Generator().manual_seed(seed)
+    tex = gaussian_smooth(torch.randn((1, 1, *shape), generator=g), 1.0)[0, 0].numpy()
+    return (phantom(shape, seed) + 0.6 * tex / np.abs(tex).max()).astype(np.float32)
+
+
 @pytest.fixture
 def oblique_volume() -> Volume:
     return Volume(smooth_blobs((20, 24, 16)), oblique_affine())

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import smooth_blobs
+from conftest import smooth_blobs, textured_phantom
 from toporeg.cli.main import main
 from toporeg.io import Volume, load_volume, save_volume
 from toporeg.transforms import physical_from_itk_volume
@@ -21,7 +21,7 @@ FAST = ["--fast", "--progress", "none", "--device", "cpu"]
 @pytest.fixture
 def pair(tmp_path) -> tuple[Path, Path, Path]:
     aff = np.diag([2.0, 2.0, 2.0, 1.0])
-    img = smooth_blobs((24, 26, 22), seed=4, n=10)
+    img = textured_phantom((24, 26, 22), seed=4)
     fixed = save_volume(Volume(img, aff), tmp_path / "fixed.nii.gz")
     shifted = np.roll(img, 1, axis=0)
     moving = save_volume(Volume(shifted, aff), tmp_path / "moving.nrrd")

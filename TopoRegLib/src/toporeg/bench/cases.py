@@ -25,7 +25,7 @@ from ..transforms.integration import integrate_svf
 from ..transforms.sampling import identity_grid, warp, warp_labels
 from . import landmarks as lm
 
-CACHE_VERSION = "v1"
+CACHE_VERSION = "v2"
 SPACING_MM = 2.0
 MRICRON = Path(os.environ.get("TOPOREG_MRICRON", "/usr/share/mricron/templates"))
 
@@ -212,7 +212,8 @@ def colin_pydeface() -> Case:
     return Case("colin_pydeface", t1, head, fixed_labels, head.with_data(head_mask.astype(np.uint8), is_label=True),
                 None, fixed_labels, lm.COLIN27_RAS.copy(), lm.PYDEFACE_MEAN_RAS.copy(), description=(
                     "real pair: Colin27 whole head (fixed) ↔ pydeface mean whole head (moving), 2 mm; brain-mask "
-                    "Dice (Colin: ch2bet; mean head: rough threshold+morphology mask) and 6 hand-placed landmarks"))
+                    "Dice (Colin: ch2bet; mean head: rough threshold+morphology mask; both cut 20 mm below the "
+                    "fourth-ventricle fastigium) and 6 hand-placed landmarks (bench/landmarks.py)"))
 
 
 CASES: dict[str, Callable[[], Case]] = {

@@ -33,7 +33,14 @@ JSON_NAME, MD_NAME, PNG_NAME = "registration_benchmark.json", "registration_benc
 
 # --- which methods --------------------------------------------------------------------------------------
 def toporeg_methods_if_available() -> dict[str, Method]:
-    """TopoReg's own methods (hook for the registration engine); {} with a message when not there yet."""
+    """TopoReg's own methods (hook for the registration engine); {} with a message when not there yet.
+
+    Contract for `toporeg.registration.bench_adapters.toporeg_methods()`: return {name: method}, each
+    method `(fixed: Volume, moving: Volume) -> toporeg.bench.peers.PeerResult` with `u_ras` on the fixed
+    grid (RAS mm, x_moving = x_fixed + u) and the call timed with `toporeg.bench.peers.Measure`
+    (`with Measure() as m: ...` → `m.seconds`, `m.peak_mb`); `warped` (the method's own output on the
+    fixed grid) is optional and feeds the direction check.
+    """
     try:
         from ..registration.bench_adapters import toporeg_methods  # type: ignore[import-not-found]
     except ImportError as exc:
@@ -116,6 +123,8 @@ def machine() -> dict[str, Any]:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     info: dict[str, Any] = {"cpu": cpu, "cores": cores, "ram_gb": round(ram_gb, 1), "platform": platform.platform(),
                             "python": platform.python_version()}
+    if hasattr(os, "getloadavg"):
+        info["load_average_15min"] = round(os.getloadavg()[2], 2)  # > cores means timings were contended
     try:
         import torch
         info["torch"] = torch.__version__
@@ -141,7 +150,8 @@ def markdown(rows: list[dict[str, Any]], cases: list[Case], header: dict[str, An
     lines = [
         "# Registration benchmark", "",
         f"- date: {header['date']}", f"- commit: `{header['commit']}`",
-        f"- machine: {m['cpu']}, {m['cores']} cores, {m['ram_gb']} GiB RAM, torch device {m.get('torch_device', '?')}",
+        f"- machine: {m['cpu']}, {m['cores']} cores, {m['ram_gb']} GiB RAM, torch device {m.get('torch_device', '?')}, "
+        f"15-min load average {m.get('load_average_15min', '?')} when written",
         f"- reproduce: `{header['command']}`", "",
         "Dice: mean over the fixed image's labels (background excluded), moving labels pulled through each method's "
         "field with nearest neighbour. p95: 95th percentile of |u − u_true| (mm) in the fixed brain mask. Folding: % of "
@@ -171,6 +181,7 @@ def figure(rows: list[dict[str, Any]], cases: list[Case], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
     fig, axes = plt.subplots(1, len(cases), figsize=(4.5 * len(cases), 4), squeeze=False)
     for ax, case in zip(axes[0], cases):
@@ -182,6 +193,8 @@ def figure(rows: list[dict[str, Any]], cases: list[Case], path: Path) -> None:
             ax.annotate(r["method"], (max(r["seconds"], 0.05), r["dice"]), fontsize=7, xytext=(3, 3),
                         textcoords="offset points")
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("wall time (s, log)")
         ax.set_ylabel("mean Dice")
         ax.set_title(case.name, fontsize=10)

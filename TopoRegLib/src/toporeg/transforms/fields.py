@@ -8,12 +8,16 @@ grid, so that ITK / ANTs / Slicer resample the moving image with x_moving = x_fi
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
 from ..errors import InputError
-from ..io.volume import Volume
 from .sampling import identity_grid
+
+if TYPE_CHECKING:  # imported lazily: `toporeg.transforms` stays torch/numpy-only (no SimpleITK/nibabel)
+    from ..io.volume import Volume
 
 RAS_TO_LPS = np.array([-1.0, -1.0, 1.0])
 
@@ -54,6 +58,8 @@ def voxel_displacement_from_physical(u_ras: np.ndarray, affine: np.ndarray, ndim
 
 def itk_displacement_volume(u_ras: np.ndarray, fixed: Volume) -> Volume:
     """The field as an ITK displacement-field image: LPS-mm vectors on the fixed grid (float32)."""
+    from ..io.volume import Volume
+
     ndim = fixed.spatial_ndim
     grid = fixed.grid_shape
     if tuple(u_ras.shape[:-1]) != tuple(grid):

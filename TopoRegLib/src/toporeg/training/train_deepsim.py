@@ -1,0 +1,208 @@
+"""Train a DeepSim feature extractor: DeepSim-seg (tissue segmentation U-Net, cross-entropy) or DeepSim-ae.
+
+    python -m toporeg.training.train_deepsim --config cfg.json --out DIR [--resume] [--time-budget S]
+
+Data: augmented MNI152/Colin27 templates with tissue labels (0 bg, 1 CSF, 2 GM, 3 WM) from the template cache.
+Same conventions and outputs as `train_registration` (train_log.csv, val_log.csv, loss_curve.png,
+checkpoint.safetensors, NAME.safetensors + NAME.json, report.json). torch/numpy/safetensors only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..models.deepsim import DeepSimExtractor
+from ..models.weights import load_checkpoint, save_checkpoint, save_model
+from . import common
+from .dataset_cache import DEFAULT_CACHE, GRID_ORIGIN, GRID_SPACING, INTENSITY_PERCENTILES, TISSUE_LABELS
+from .templates import TemplateAugmenter
+
+
+@dataclass
+class DeepSimTrainConfig:
+    name: str = "deepsim_seg"
+    ndim: int = 3
+    kind: str = "seg"                                   # seg | ae
+    channels: list = field(default_factory=lambda: [32, 64, 128])
+    batch_norm: bool = True
+    dropout: float = 0.0
+    steps: int = 1000
+    batch_size: int = 1
+    lr: float = 1e-3
+    lr_schedule: str = "cosine"
+    warmup_steps: int = 0
+    schedule_by_time: bool = False
+    amp: bool = False
+    time_budget_s: float | None = None
+    augment: dict = field(default_factory=dict)
+    cache: str = str(DEFAULT_CACHE)
+    val_every: int = 100
+    val_images: int = 8
+    log_every: int = 10
+    checkpoint_every: int = 500
+    seed: int = 0
+    device: str = "auto"
+
+
+@torch.no_grad()
+def validate(model: DeepSimExtractor, images: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    model.eval()
+    losses, dice = [], []
+    for item in images:
+        pred = model(item["image"])
+        if model.kind == "seg":
+            losses.append(float(F.cross_entropy(pred, item["labels"][:, 0])))
+            dice.append(common.mean_dice(pred.argmax(1, keepdim=True), item["labels"]))
+        else:
+            losses.append(float(F.mse_loss(pred, item["image"])))
+    model.train()
+    out = {"loss": sum(losses) / len(losses)}
+    if dice:
+        out["dice"] = sum(dice) / len(dice)
+    return out
+
+
+def train(cfg: DeepSimTrainConfig, out_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    budget = common.Budget(cfg.time_budget_s)
+    dev = common.resolve_device(cfg.device)
+    common.seed_everything(cfg.seed)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes; GPU runs are not bitwise reproducible anyway
+    data = TemplateAugmenter(cfg.cache, ndim=cfg.ndim, seed=cfg.seed + 3, device=dev, config=cfg.augment)
+    held_out = TemplateAugmenter(cfg.cache, ndim=cfg.ndim, seed=cfg.seed + 10_003, device=dev, config=cfg.augment)
+    val_set = [held_out.images(1) for _ in range(cfg.val_images)]
+    model = DeepSimExtractor(cfg.ndim, 1, cfg.channels, kind=cfg.kind, n_classes=data.n_labels,
+                             batch_norm=cfg.batch_norm, dropout=cfg.dropout).to(dev)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    log = common.CsvLog(out / "train_log.csv", ["step", "elapsed_s", "lr", "loss"])
+    val_log = common.CsvLog(out / "val_log.csv", ["step", "elapsed_s", "loss", "dice"])
+    ckpt_path = out / "checkpoint.safetensors"
+    step, elapsed_before = 0, 0.0
+    if resume and ckpt_path.exists():
+        meta, extra = load_checkpoint(ckpt_path, model, optimizer)
+        step, elapsed_before = int(meta["step"]), float(meta.get("elapsed_s", 0.0))
+        data.rng.set_state(extra["rng.data"])
+        torch.set_rng_state(extra["rng.torch"])
+        log.truncate_after(step)
+        val_log.truncate_after(step)
+    use_amp = bool(cfg.amp and dev.type == "cuda")
+
+    def checkpoint() -> None:
+        save_checkpoint(ckpt_path, model, optimizer, tensors={"rng.torch": torch.get_rng_state(),
+                                                              "rng.data": data.rng.state()},
+                        meta={"step": step, "elapsed_s": elapsed_before + budget.elapsed(),
+                              "config": dataclasses.asdict(cfg)})
+
+    model.train()
+    acc, n_acc, val_seconds, step_seconds, stopped_by, lr = 0.0, 0, 0.0, 0.0, "steps", cfg.lr
+    while step < cfg.steps:
+        # keep time for one more step and the final validation + saving
+        budget.reserve = 3.0 + step_seconds + max(1.5 * val_seconds, 0.5 * step_seconds * cfg.val_images)
+        t_step = time.perf_counter()
+        if budget.exhausted():
+            stopped_by = "time budget"
+            break
+        lr = common.learning_rate(cfg.lr, step, cfg.steps, schedule=cfg.lr_schedule, warmup=cfg.warmup_steps,
+                                  time_fraction=budget.fraction() if cfg.schedule_by_time else 0.0)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = data.images(cfg.batch_size)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+            pred = model(batch["image"])
+        pred = pred.float()
+        loss = F.cross_entropy(pred, batch["labels"][:, 0]) if cfg.kind == "seg" else F.mse_loss(pred, batch["image"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        dt = time.perf_counter() - t_step
+        step_seconds = dt if step_seconds == 0 else 0.9 * step_seconds + 0.1 * dt
+        acc, n_acc = acc + loss.detach(), n_acc + 1  # stays on the device: no GPU sync per step
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            log.write({"step": step, "elapsed_s": elapsed_before + budget.elapsed(), "lr": lr, "loss": acc / n_acc})
+            acc, n_acc = 0.0, 0
+        if cfg.val_every and step % cfg.val_every == 0 and step < cfg.steps and budget.left() > 2 * val_seconds + 5:
+            t0 = time.perf_counter()
+            val_log.write({"step": step, "elapsed_s": elapsed_before + budget.elapsed(), **validate(model, val_set)})
+            val_seconds = time.perf_counter() - t0
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+            checkpoint()
+    if n_acc:
+        log.write({"step": step, "elapsed_s": elapsed_before + budget.elapsed(), "lr": lr, "loss": acc / n_acc})
+    final = validate(model, val_set)
+    val_log.write({"step": step, "elapsed_s": elapsed_before + budget.elapsed(), **final})
+    checkpoint()
+    rows = log.rows()
+    conv = common.convergence([float(r["step"]) for r in rows], [float(r["loss"]) for r in rows])
+    conv["stopped_by"] = stopped_by
+    shape = list(data.shape)
+    card = {
+        "task": "feature extractor (DeepSim)",
+        "method": f"DeepSim-{cfg.kind} (Czolbe et al., MIDL 2021 / MedIA): "
+                  + ("tissue segmentation U-Net, cross-entropy" if cfg.kind == "seg" else "autoencoder, MSE"),
+        "features": {"layers": "encoder stage outputs", "resolutions": [f"1/{2 ** (i + 1)}" for i in
+                                                                        range(len(cfg.channels))],
+                     "channels": list(cfg.channels)},
+        "labels": {str(k): v for k, v in TISSUE_LABELS.items()} if cfg.kind == "seg" else None,
+        "training": {"data": common.TEMPLATE_DATA, "iterations": step, "batch_size": cfg.batch_size,
+                     "seconds": round(elapsed_before + budget.elapsed(), 1), "device": common.device_description(dev),
+                     "seed": cfg.seed, "config": dataclasses.asdict(cfg)},
+        "validation": {"images": cfg.val_images, **final,
+                       "note": "held-out augmentations (other seed) of the same two templates (no unseen subjects)"},
+        "input_domain": {"modality": "T1w MRI (brain)", "skull": "stripped", "ndim": cfg.ndim,
+                         "spacing_mm": [GRID_SPACING] * cfg.ndim, "shape": shape, "orientation": "RAS (canonical)",
+                         "grid_origin_ras_mm": list(GRID_ORIGIN[: cfg.ndim]),
+                         "intensity": f"percentile {INTENSITY_PERCENTILES[0]}/{INTENSITY_PERCENTILES[1]} -> [0, 1], "
+                                      "clipped"},
+        "converged": conv["statement"],
+        "convergence": conv,
+    }
+    weights, card_path = save_model(model, out / f"{cfg.name}.safetensors", card)
+    png = common.plot_curves(out / "train_log.csv", out / "loss_curve.png", ["loss"], out / "val_log.csv",
+                             ["dice"] if cfg.kind == "seg" else ["loss"])
+    report = {"task": "train deepsim", "name": cfg.name, "out": str(out), "steps": step, "stopped_by": stopped_by,
+              "device": common.device_description(dev), "validation": final, "converged": conv["statement"],
+              "weights": weights.name, "card": card_path.name, "loss_curve_png": png,
+              "versions": common.versions(), "settings": dataclasses.asdict(cfg),
+              "timings": {"total_seconds": round(budget.elapsed(), 3)}}
+    common.write_json(out / "report.json", report)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="toporeg train deepsim", description=__doc__.splitlines()[0])
+    p.add_argument("--config")
+    p.add_argument("--out", required=True)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--device")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--time-budget", type=float, dest="time_budget_s")
+    p.add_argument("--batch-size", type=int, dest="batch_size")
+    p.add_argument("--cache")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--name")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None)
+    args = p.parse_args(argv)
+    overrides = {k: getattr(args, k) for k in ("device", "steps", "time_budget_s", "batch_size", "cache", "seed",
+                                               "name", "amp")}
+    cfg = common.load_config(DeepSimTrainConfig, args.config, overrides)
+    report = train(cfg, args.out, resume=args.resume)
+    metric = report["validation"].get("dice", report["validation"]["loss"])
+    print(f"{report['name']}: {report['steps']} steps ({report['stopped_by']}), validation "
+          f"{'Dice' if 'dice' in report['validation'] else 'loss'} {metric:.3f}; {report['converged']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
