@@ -19,9 +19,10 @@ TINY = dict(encoder=(8, 8, 8), decoder=(8, 8), final_convs=(8,))
 
 
 def _pair_2d(shape=(32, 32), shift=2.0, seed=0):
-    """fixed = blobs; moving(x) = fixed(x - shift along axis 0): the true field is u = +shift."""
-    fixed = torch.as_tensor(smooth_blobs(shape, seed=seed, n=8))[None, None]
-    fixed = fixed / fixed.max()
+    """fixed = a phantom with soft edges; moving(x) = fixed(x - shift along axis 0): the true field is u = +shift."""
+    img = smooth_blobs(shape, seed=seed, n=12)
+    levels = np.tanh(6.0 * (img / img.max() - 0.3)) + np.tanh(6.0 * (img / img.max() - 0.65))
+    fixed = torch.as_tensor((levels - levels.min()) / (levels.max() - levels.min()), dtype=torch.float32)[None, None]
     disp = torch.zeros(1, 2, *shape)
     disp[:, 0] = -shift
     moving = warp(fixed, disp, padding="border")
@@ -37,6 +38,11 @@ def test_unet_levels_and_shapes():
     assert ae(torch.rand(2, 1, 16, 16)).shape == (2, ae.out_channels, 16, 16)
     with pytest.raises(ValueError, match="divisible"):
         net(torch.rand(1, 2, 10, 24, 8))
+    ae = DeepSimExtractor(2, 1, (4, 8), kind="ae")              # DeepSim-ae: no skips, sigmoid output
+    with torch.no_grad():
+        rec = ae(torch.rand(1, 1, 16, 16))
+    assert rec.shape == (1, 1, 16, 16) and 0 < float(rec.min()) and float(rec.max()) < 1
+    assert not ae.unet.skips and [f.shape[1] for f in ae.features(torch.rand(1, 1, 16, 16))] == [4, 8]
 
 
 def test_vxm_diff_outputs_and_initialisation():
@@ -128,17 +134,20 @@ def test_learns_a_translation_2d():
     net = VoxelMorphDiff(2, encoder=(8, 16, 16), decoder=(16, 16), final_convs=(16,))
     m, f = _pair_2d(shift=2.0)
     loss_fn = VxmDiffLoss()
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    opt = torch.optim.Adam(net.parameters(), lr=5e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 40)
     net.train()
-    for _ in range(60):
+    for _ in range(40):
         opt.zero_grad()
         loss_fn(net(m, f), m, f)["total"].backward()
         opt.step()
-    out = net.eval()(m, f)
+        sched.step()
+    with torch.no_grad():
+        out = net.eval()(m, f)
     inner = out.displacement[0, :, 8:-8, 8:-8]
     assert float(inner[0].mean()) == pytest.approx(2.0, abs=0.5)
     assert float(inner[1].abs().mean()) < 0.5
-    assert float(((out.warped - f) ** 2).mean()) < 0.3 * float(((m - f) ** 2).mean())
+    assert float(((out.warped - f) ** 2).mean()) < 0.2 * float(((m - f) ** 2).mean())
 
 
 def _homogeneous_extractor(ndim=2):

@@ -14,7 +14,8 @@ from toporeg.geometry import resample_to
 from toporeg.io import Volume
 from toporeg.progress import CancelToken, Progress
 from toporeg.registration import RegistrationSettings, register
-from toporeg.transforms import integrate_svf, physical_displacement, rotation_matrix, warp
+from toporeg.transforms import (integrate_svf, jacobian_determinant, rotation_matrix,
+                                voxel_displacement_from_physical, warp)
 
 QUICK = dict(affine_levels=(2, 1), affine_iterations=(60, 40), levels=(2, 1), iterations=(60, 40),
              field_factor=1, ncc_window=5, early_stop_window=15)
@@ -53,6 +54,11 @@ def test_recovers_known_affine_2d_on_different_grids():
     err = np.linalg.norm(result.displacement_ras.reshape(-1, 3) - true_u, axis=1)
     inside = (_phantom((72, 64), seed=3) > 0.1).ravel()
     assert np.percentile(err[inside], 95) < 0.5 * 1.0
+    # the Jacobian map equals det(linear part) and the one implementation applied to the physical field
+    det_phys = jacobian_determinant(torch.as_tensor(
+        voxel_displacement_from_physical(result.displacement_ras, fixed.affine, 2))[None])[0].numpy()
+    np.testing.assert_allclose(result.jacobian.data, det_phys, atol=1e-3)
+    np.testing.assert_allclose(np.median(result.jacobian.data), np.linalg.det(t[:2, :2]), atol=0.02)
 
 
 @pytest.mark.parametrize("shape,magnitude,similarity", [((64, 64), 8.0, "mse"), ((64, 64), 8.0, "lncc"),

@@ -18,8 +18,17 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   "${PIP[@]}" "torch==2.13.0"
   # Real MRML without the desktop app: trame-slicer[standalone] pins slicer-core 5.11 + vtk 9.6.0.
   "${PIP[@]}" "trame-slicer[standalone]==2.0.0"
-  "${PIP[@]}" -e "$ROOT/TopoRegLib[test]"
+  "${PIP[@]}" -e "$ROOT/TopoRegLib[test,bench]"
   echo "$WANT" > "$STAMP"
+fi
+# Real brains for the benchmark cases (Colin27 + AAL): Debian's mricron-data, when apt is usable.
+# Optional: the tests that need it skip with a visible reason when it is missing.
+if [ ! -f /usr/share/mricron/templates/ch2.nii.gz ] && [ ! -f "$VENV/.mricron-tried" ] && [ "$(id -u)" = 0 ] \
+   && command -v apt-get >/dev/null; then
+  echo "[toporeg] installing Debian mricron-data (benchmark brains)" >&2
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mricron-data) >/dev/null 2>&1 \
+    || echo "[toporeg] mricron-data not installed; benchmark-data tests will be skipped" >&2
+  touch "$VENV/.mricron-tried"
 fi
 export PATH="$VENV/bin:$PATH"
 export VTK_DEFAULT_OPENGL_WINDOW="${VTK_DEFAULT_OPENGL_WINDOW:-vtkEGLRenderWindow}"

@@ -8,9 +8,12 @@
 #   python -m toporeg.training.dataset_cache --out .bench-cache/toporeg_templates_2mm.npz
 # (override the path with TOPOREG_TRAIN_CACHE). Uses CUDA when present, else the CPU.
 # Jobs: VoxelMorph-diff 3D (55 % of the budget), VoxelMorph-diff 2D (20 %), DeepSim-seg 3D (20 %); each stops
-# gracefully at its share and writes OUT_DIR/<name>/<name>.safetensors + .json (model card), CSV logs,
-# loss_curve.png and report.json. OUT_DIR/summary.json lists each job's exit status and seconds.
-# Environment: PYTHON (default python3 or python), TOPOREG_TRAIN_CONFIGS (config folder),
+# gracefully at its share. Each job works in WORK/<name>/ (CSV logs, loss_curve.png, report.json, checkpoint).
+# OUT_DIR receives at most 8 files (the device runner's limit): <name>.safetensors + <name>.json (model card)
+# for each model, training_logs.tar.gz (everything else except checkpoints) and summary.json (exit status and
+# seconds per job).
+# Environment: PYTHON (default python3 or python), TOPOREG_TRAIN_WORK (work folder, default a temporary one;
+# give one to keep the checkpoints and resume), TOPOREG_TRAIN_CONFIGS (config folder),
 # TOPOREG_TRAIN_SCALE (multiplies each config's step bound, e.g. 0.001 for a smoke test),
 # TOPOREG_TRAIN_EXTRA (extra arguments for every job, e.g. "--device cpu --batch-size 1").
 set -u
@@ -31,7 +34,9 @@ if [ ! -f "$CACHE" ]; then
   exit 2
 fi
 mkdir -p "$OUT"
-"$PY" -c "import torch, numpy, safetensors; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')" | tee "$OUT/environment.txt"
+WORK="${TOPOREG_TRAIN_WORK:-$(mktemp -d "${TMPDIR:-/tmp}/toporeg_train.XXXXXX")}"
+mkdir -p "$WORK"
+"$PY" -c "import sys, torch, numpy, safetensors; print(sys.executable, 'torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')" | tee "$WORK/environment.txt"
 
 START=$SECONDS
 # name  module  config  share-of-total(%)
@@ -58,11 +63,15 @@ for job in "${JOBS[@]}"; do
   echo "== $name: budget ${budget}s, at most $steps steps" >&2
   t0=$SECONDS
   # shellcheck disable=SC2086
-  "$PY" -m "toporeg.training.$module" --config "$CONFIGS/$config" --out "$OUT/$name" --name "$name" \
-      --cache "$CACHE" --time-budget "$budget" --steps "$steps" $EXTRA 2>&1 | tee "$OUT/$name.log"
+  "$PY" -m "toporeg.training.$module" --config "$CONFIGS/$config" --out "$WORK/$name" --name "$name" \
+      --cache "$CACHE" --time-budget "$budget" --steps "$steps" $EXTRA 2>&1 | tee "$WORK/$name.log"
   status=${PIPESTATUS[0]}
+  if [ "$status" -eq 0 ]; then
+    cp "$WORK/$name/$name.safetensors" "$WORK/$name/$name.json" "$OUT/"
+  fi
   SUMMARY="$SUMMARY{\"name\":\"$name\",\"status\":$status,\"seconds\":$(( SECONDS - t0 )),\"budget\":$budget},"
 done
 SUMMARY="${SUMMARY%,}]"
+tar -C "$WORK" --exclude='*.safetensors' -czf "$OUT/training_logs.tar.gz" .
 echo "{\"total_budget_s\": $TOTAL, \"total_seconds\": $(( SECONDS - START )), \"jobs\": $SUMMARY}" > "$OUT/summary.json"
 cat "$OUT/summary.json"

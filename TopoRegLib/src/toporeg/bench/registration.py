@@ -181,7 +181,7 @@ def figure(rows: list[dict[str, Any]], cases: list[Case], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FormatStrFormatter, NullFormatter
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
     fig, axes = plt.subplots(1, len(cases), figsize=(4.5 * len(cases), 4), squeeze=False)
     for ax, case in zip(axes[0], cases):
@@ -193,6 +193,7 @@ def figure(rows: list[dict[str, Any]], cases: list[Case], path: Path) -> None:
             ax.annotate(r["method"], (max(r["seconds"], 0.05), r["dice"]), fontsize=7, xytext=(3, 3),
                         textcoords="offset points")
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("wall time (s, log)")

@@ -1,7 +1,8 @@
 """Load and save volumes: NIfTI (nibabel), NRRD / MHA / MHD (SimpleITK), Slicer .seg.nrrd, DICOM series.
 
 NIfTI is read and written by nibabel so that its RAS affine is used as stored; every ITK format goes
-through `itk_convert`, which owns the LPS <-> RAS flip.
+through `itk_convert`, which owns the LPS <-> RAS flip. SimpleITK is imported only when an ITK format
+is used, so NIfTI-only environments (a GPU training node) need nibabel alone.
 """
 
 from __future__ import annotations
@@ -13,12 +14,8 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import SimpleITK as sitk
-
 from ..errors import InputError
 from .atomic import atomic_path, split_suffix
-from .itk_convert import sitk_from_volume, volume_from_sitk
-from .segmentation_nrrd import read_seg_nrrd, write_seg_nrrd
 from .validate import check_geometry
 from .volume import Volume
 
@@ -46,10 +43,16 @@ def load_volume(path: str | Path, *, is_label: bool | None = None) -> Volume:
         else:
             suffix = file_suffix(path)
             if suffix == SEG_SUFFIX:
+                from .segmentation_nrrd import read_seg_nrrd
+
                 volume = read_seg_nrrd(path)
             elif suffix in NIFTI_SUFFIXES:
                 volume = _load_nifti(path)
             elif suffix in ITK_SUFFIXES:
+                import SimpleITK as sitk
+
+                from .itk_convert import volume_from_sitk
+
                 volume = volume_from_sitk(sitk.ReadImage(str(path)))
             else:
                 raise InputError(f"unsupported file type '{suffix or path.name}' (supported: {', '.join(SUPPORTED)})", path)
@@ -98,6 +101,10 @@ def _load_nifti(path: Path) -> Volume:
 
 
 def _load_dicom_series(folder: Path) -> Volume:
+    import SimpleITK as sitk
+
+    from .itk_convert import volume_from_sitk
+
     reader = sitk.ImageSeriesReader()
     series = reader.GetGDCMSeriesIDs(str(folder))
     if not series:
@@ -121,6 +128,8 @@ def save_volume(volume: Volume, path: str | Path) -> Path:
         raise InputError("DICOM output is not supported; save as .nii.gz, .nrrd, .mha or .mhd", path)
     check_geometry(volume, str(path))
     if suffix == SEG_SUFFIX:
+        from .segmentation_nrrd import write_seg_nrrd
+
         with atomic_path(path) as tmp:
             write_seg_nrrd(volume, tmp)
     elif suffix in NIFTI_SUFFIXES:
@@ -129,8 +138,7 @@ def save_volume(volume: Volume, path: str | Path) -> Path:
     elif suffix == ".mhd":
         _save_mhd(volume, path)
     elif suffix in ITK_SUFFIXES:
-        with atomic_path(path) as tmp:
-            sitk.WriteImage(sitk_from_volume(volume, force_3d=True), str(tmp), useCompression=True)
+        _write_itk(volume, path)
     else:
         raise InputError(f"unsupported output type '{suffix}' (use .nii.gz, .nii, .nrrd, .seg.nrrd, .mha or .mhd)", path)
     return path
@@ -156,8 +164,21 @@ def nifti_image(volume: Volume) -> nib.Nifti1Image:
     return img
 
 
+def _write_itk(volume: Volume, path: Path) -> None:
+    import SimpleITK as sitk
+
+    from .itk_convert import sitk_from_volume
+
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(sitk_from_volume(volume, force_3d=True), str(tmp), useCompression=True)
+
+
 def _save_mhd(volume: Volume, path: Path) -> None:
     """MetaImage header + raw data: write both into a temp folder, then move the pair into place."""
+    import SimpleITK as sitk
+
+    from .itk_convert import sitk_from_volume
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.stem}.partial-", dir=path.parent))
     try:

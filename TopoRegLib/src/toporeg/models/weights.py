@@ -68,6 +68,9 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; shipped weights should be readable like any file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -49,7 +49,7 @@ def optimise_deformable(problem: Problem, voxel_map: torch.Tensor, settings: Reg
     total = sum(settings.iterations)
     done = 0
     param: torch.Tensor | None = None
-    for factor, iterations in zip(settings.levels, settings.iterations):
+    for index, (factor, iterations) in enumerate(zip(settings.levels, settings.iterations)):
         level = make_level(problem.fixed.grid_shape, factor)
         ctrl_shape = tuple(max(n // settings.field_factor, 4) if settings.field_factor > 1 else n for n in level.shape)
         fixed_l = level_image(problem.fixed_image, level)
@@ -65,7 +65,7 @@ def optimise_deformable(problem: Problem, voxel_map: torch.Tensor, settings: Reg
         else:
             param = resize_displacement(gaussian_smooth(param, settings.field_sigma), ctrl_shape)
         param = param.detach().requires_grad_(True)
-        optimiser = torch.optim.Adam([param], lr=settings.learning_rate)
+        optimiser = torch.optim.Adam([param], lr=settings.learning_rate * settings.level_lr_decay**index)
         history: list[float] = []
         for i in range(iterations):
             optimiser.zero_grad()

@@ -11,8 +11,8 @@ from ..geometry import tensor_to_volume
 from ..io import Volume
 from ..progress import Progress
 from ..report import Timings
-from ..transforms.affine import affine_coordinates
-from ..transforms.fields import physical_displacement, voxel_displacement_from_physical
+from ..transforms.affine import affine_coordinates, spatial_block
+from ..transforms.fields import physical_displacement
 from ..transforms.jacobian import folding_fraction, jacobian_determinant
 from ..transforms.sampling import identity_grid, sample
 from .affine_stage import optimise_affine
@@ -97,9 +97,12 @@ def _assemble(problem: Problem, settings: RegistrationSettings, voxel_map: torch
     u_ras = physical_displacement(coords, fixed.affine, moving.affine)
     warped_t = sample(problem.moving_image.new_tensor(_raw(moving)), coords)
     warped = tensor_to_volume(warped_t, fixed)
-    # one Jacobian implementation for every method: the physical field, seen on the fixed voxel grid
-    det = jacobian_determinant(torch.as_tensor(
-        voxel_displacement_from_physical(u_ras, fixed.affine, fixed.spatial_ndim))[None]).float()
+    # one Jacobian implementation for every method: the mapping seen on the fixed voxel grid,
+    # x ↦ A_fixed⁻¹·A_moving·φ(x) (the voxel form of the physical field u; same determinant)
+    to_fixed = spatial_block(np.linalg.inv(fixed.affine) @ moving.affine, fixed.spatial_ndim)
+    g = torch.as_tensor(to_fixed, dtype=coords.dtype, device=dev)
+    fixed_vox = torch.einsum("rc,bc...->br...", g[:-1, :-1], coords) + g[:-1, -1].view(1, -1, *([1] * len(shape)))
+    det = jacobian_determinant(fixed_vox - identity_grid(shape, device=dev)).float().cpu()
     mask = None if problem.fixed_weight is None else problem.fixed_weight.cpu()[0, 0] > 0
     region = "fixed mask" if mask is not None else "whole fixed grid"
     fold = folding_fraction(det[0], mask)

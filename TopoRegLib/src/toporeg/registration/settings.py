@@ -31,6 +31,7 @@ class RegistrationSettings:
     levels: tuple[int, ...] = (4, 2, 1)
     iterations: tuple[int, ...] = (100, 60, 30)
     learning_rate: float = 0.5
+    level_lr_decay: float = 1.0  # learning rate × decay per finer level (Adam's first steps are ~lr each)
     field_factor: int = 2
     field_sigma: float = 1.0
     regularizer: Literal["diffusion", "bending"] = "diffusion"

@@ -11,7 +11,7 @@ gamma, additive noise, then min–max to [0, 1]. Everything is torch on the gene
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F

@@ -51,6 +51,7 @@ class DeepSimTrainConfig:
     checkpoint_every: int = 500
     seed: int = 0
     device: str = "auto"
+    plot: bool = True                                  # loss_curve.png (needs matplotlib)
 
 
 @torch.no_grad()
@@ -169,8 +170,8 @@ def train(cfg: DeepSimTrainConfig, out_dir: str | Path, *, resume: bool = False)
         "convergence": conv,
     }
     weights, card_path = save_model(model, out / f"{cfg.name}.safetensors", card)
-    png = common.plot_curves(out / "train_log.csv", out / "loss_curve.png", ["loss"], out / "val_log.csv",
-                             ["dice"] if cfg.kind == "seg" else ["loss"])
+    png = cfg.plot and common.plot_curves(out / "train_log.csv", out / "loss_curve.png", ["loss"],
+                                          out / "val_log.csv", ["dice"] if cfg.kind == "seg" else ["loss"])
     report = {"task": "train deepsim", "name": cfg.name, "out": str(out), "steps": step, "stopped_by": stopped_by,
               "device": common.device_description(dev), "validation": final, "converged": conv["statement"],
               "weights": weights.name, "card": card_path.name, "loss_curve_png": png,

@@ -66,6 +66,7 @@ class RegistrationTrainConfig:
     checkpoint_every: int = 500
     seed: int = 0
     device: str = "auto"
+    plot: bool = True                                  # loss_curve.png (needs matplotlib)
 
 
 class Data:
@@ -217,7 +218,8 @@ def train(cfg: RegistrationTrainConfig, out_dir: str | Path, *, resume: bool = F
             acc, n_acc, n_synth = {}, 0, 0
         if cfg.val_every and step % cfg.val_every == 0 and step < cfg.steps and budget.left() > 2 * val_seconds + 5:
             t0 = time.perf_counter()
-            val_log.write({"step": step, "elapsed_s": elapsed_before + budget.elapsed(), **validate(model, loss_fn, data)})
+            metrics = validate(model, loss_fn, data)
+            val_log.write({"step": step, "elapsed_s": elapsed_before + budget.elapsed(), **metrics})
             val_seconds = time.perf_counter() - t0
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
             checkpoint()
@@ -232,8 +234,8 @@ def train(cfg: RegistrationTrainConfig, out_dir: str | Path, *, resume: bool = F
     conv["stopped_by"] = stopped_by
     card = _card(cfg, data, step, elapsed_before + budget.elapsed(), dev, final, conv)
     weights, card_path = save_model(model, out / f"{cfg.name}.safetensors", card)
-    png = common.plot_curves(out / "train_log.csv", out / "loss_curve.png", ["total", "image", "kl"],
-                             out / "val_log.csv", [k for k in val_fields if k.endswith("dice")])
+    png = cfg.plot and common.plot_curves(out / "train_log.csv", out / "loss_curve.png", ["total", "image", "kl"],
+                                          out / "val_log.csv", [k for k in val_fields if k.endswith("dice")])
     report = {"task": "train registration", "name": cfg.name, "out": str(out), "steps": step,
               "stopped_by": stopped_by, "device": common.device_description(dev), "validation": final,
               "converged": conv["statement"], "weights": weights.name, "card": card_path.name,
@@ -259,9 +261,9 @@ def _card(cfg, data: Data, step: int, seconds: float, dev, final: dict, conv: di
         "validation": {"pairs_per_source": cfg.val_pairs, **final,
                        "note": "held-out draws (other seeds) of the same generators; template pairs come from "
                                "the same two templates as training (no unseen subjects)",
-                       "dice": "mean foreground Dice of nearest-neighbour-warped moving labels (tissue CSF/GM/WM "
+                       "dice_definition": "mean foreground Dice of nearest-neighbour-warped moving labels (tissue CSF/GM/WM "
                                "for templates, random labels for synthetic)",
-                       "folding": "% voxels with det J <= 0 inside the fixed labels' foreground"},
+                       "folding_definition": "% voxels with det J <= 0 inside the fixed labels' foreground"},
         "input_domain": {
             "modality": "T1w MRI (brain)", "skull": "stripped", "ndim": ndim,
             "spacing_mm": [GRID_SPACING] * ndim, "shape": shape, "orientation": "RAS (canonical)",

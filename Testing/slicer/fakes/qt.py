@@ -1,0 +1,429 @@
+"""FAKE `qt` (PythonQt) for TopoReg's tests. Not Qt: a few plain-Python widgets, signals and a .ui loader.
+
+Desktop Slicer's `qt` module does not exist in the slicer-core wheel. This fake provides only what
+`TopoReg.py`, `slicer.util.loadUI` / `childWidgetVariables` and the fake parameter-node wrapper touch:
+
+- `Signal` with `connect` / `disconnect` / `emit`, and PythonQt's `obj.connect("clicked(bool)", slot)`;
+  like PythonQt, a slot taking fewer arguments than the signal sends is called with the first ones.
+- `QUiLoader().load(QFile(path))` parses the Qt Designer XML and builds a tree of fake widgets with the
+  file's object names, properties (including dynamic ones such as `SlicerParameterName`) and its
+  `mrmlSceneChanged(vtkMRMLScene*)` -> `setMRMLScene(vtkMRMLScene*)` connections.
+- `QTimer` never fires by itself: tests call `QTimer.fire_all()` (or `timer.timeout.emit()`).
+Nothing is drawn; no event loop exists.
+"""
+
+from __future__ import annotations
+
+import inspect
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+
+class Signal:
+    def __init__(self):
+        self._slots = []
+
+    def connect(self, slot):
+        self._slots.append(slot)
+
+    def disconnect(self, slot=None):
+        self._slots = [] if slot is None else [s for s in self._slots if s != slot]
+
+    def emit(self, *args):
+        for slot in list(self._slots):
+            slot(*args[:_arity(slot, len(args))])
+
+
+def _arity(slot, available: int) -> int:
+    try:
+        params = inspect.signature(slot).parameters.values()
+    except (TypeError, ValueError):
+        return available
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return available
+    return min(available, sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params))
+
+
+class QObject:
+    SIGNALS: tuple[str, ...] = ()
+
+    def __init__(self, parent=None):
+        self._children, self._properties, self._class_name = [], {}, type(self).__name__
+        self.name = ""
+        for cls in type(self).__mro__:
+            for signal in getattr(cls, "SIGNALS", ()):
+                if signal not in self.__dict__:
+                    setattr(self, signal, Signal())
+        if parent is not None:
+            parent._children.append(self)
+
+    def connect(self, signature: str, slot):
+        getattr(self, signature.split("(")[0]).connect(slot)
+
+    def disconnect(self, signature: str, slot=None):
+        getattr(self, signature.split("(")[0]).disconnect(slot)
+
+    def children(self):
+        return list(self._children)
+
+    def findChildren(self, _cls=None):
+        found = []
+        for child in self._children:
+            found += [child, *child.findChildren(_cls)]
+        return found
+
+    def objectName(self):
+        return self.name
+
+    def setObjectName(self, name):
+        self.name = name
+
+    def property(self, name):
+        return self._properties.get(name)
+
+    def setProperty(self, name, value):
+        self._properties[name] = value
+        if not name[:1].isupper():  # Qt properties are attributes in PythonQt; dynamic ones are not
+            setattr(self, name, value)
+
+    def className(self):
+        return self._class_name
+
+    def isWidgetType(self):
+        return True
+
+
+class QLayout(QObject):
+    def __init__(self, parent=None):
+        super().__init__(None)
+        self.items = []
+        if parent is not None:
+            parent.setLayout(self)
+
+    def addWidget(self, widget, *args):
+        self.items.append(widget)
+
+    def addStretch(self, *args):
+        pass
+
+
+QVBoxLayout = QHBoxLayout = QFormLayout = QGridLayout = QLayout
+
+
+class QWidget(QObject):
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.enabled, self.visible, self.toolTip, self._layout = True, True, "", None
+
+    def setLayout(self, layout):
+        self._layout = layout
+
+    def layout(self):
+        return self._layout
+
+    def setEnabled(self, value):
+        self.enabled = bool(value)
+
+    def isEnabled(self):
+        return self.enabled
+
+    def setVisible(self, value):
+        self.visible = bool(value)
+
+    def show(self):
+        self.visible = True
+
+    def hide(self):
+        self.visible = False
+
+    def setToolTip(self, text):
+        self.toolTip = text
+
+
+class QLabel(QWidget):
+    def __init__(self, text="", parent=None):
+        super().__init__(parent)
+        self.text, self.wordWrap = text, False
+
+    def setText(self, text):
+        self.text = text
+
+
+class QAbstractButton(QWidget):
+    SIGNALS = ("clicked", "toggled")
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.text, self.checkable, self._checked = "", False, False
+
+    @property
+    def checked(self):
+        return self._checked
+
+    @checked.setter
+    def checked(self, value):
+        if bool(value) != self._checked:
+            self._checked = bool(value)
+            self.toggled.emit(self._checked)
+            if hasattr(self, "stateChanged"):
+                self.stateChanged.emit(2 if self._checked else 0)
+
+    def setChecked(self, value):
+        self.checked = value
+
+    def isChecked(self):
+        return self._checked
+
+    def setText(self, text):
+        self.text = text
+
+    def click(self):
+        if not self.enabled:
+            return
+        if self.checkable:
+            self.checked = not self._checked
+        self.clicked.emit(self._checked)
+
+
+class QPushButton(QAbstractButton):
+    pass
+
+
+class QCheckBox(QAbstractButton):
+    SIGNALS = ("stateChanged",)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.checkable = True
+
+
+class _Item:
+    def __init__(self, text):
+        self.text, self.enabled = text, True
+
+    def setEnabled(self, value):
+        self.enabled = bool(value)
+
+    def isEnabled(self):
+        return self.enabled
+
+
+class _ItemModel:
+    def __init__(self, combo):
+        self._combo = combo
+
+    def item(self, row):
+        return self._combo._items[row]
+
+    def rowCount(self):
+        return len(self._combo._items)
+
+
+class QComboBox(QWidget):
+    SIGNALS = ("currentIndexChanged", "currentTextChanged")
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._items, self._index = [], -1
+
+    def addItem(self, text, *args):
+        self._items.append(_Item(str(text)))
+        if self._index < 0:
+            self.currentIndex = 0
+
+    def addItems(self, texts):
+        for text in texts:
+            self.addItem(text)
+
+    def clear(self):
+        self._items, self._index = [], -1
+
+    def count(self):
+        return len(self._items)
+
+    def itemText(self, index):
+        return self._items[index].text
+
+    def findText(self, text):
+        return next((i for i, item in enumerate(self._items) if item.text == text), -1)
+
+    def model(self):
+        return _ItemModel(self)
+
+    @property
+    def currentIndex(self):
+        return self._index
+
+    @currentIndex.setter
+    def currentIndex(self, index):
+        if index != self._index:
+            self._index = index
+            self.currentIndexChanged.emit(index)
+            self.currentTextChanged.emit(self.currentText)
+
+    def setCurrentIndex(self, index):
+        self.currentIndex = index
+
+    @property
+    def currentText(self):
+        return self._items[self._index].text if 0 <= self._index < len(self._items) else ""
+
+    def setCurrentText(self, text):
+        self.currentIndex = self.findText(text)
+
+
+class QProgressBar(QWidget):
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.value, self.minimum, self.maximum, self.format = 0, 0, 100, "%p%"
+
+    def setValue(self, value):
+        self.value = int(value)
+
+
+class QPlainTextEdit(QWidget):
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.plainText, self.readOnly = "", False
+
+    def setPlainText(self, text):
+        self.plainText = text
+
+    def appendPlainText(self, text):
+        self.plainText = f"{self.plainText}\n{text}" if self.plainText else text
+
+    def toPlainText(self):
+        return self.plainText
+
+    def clear(self):
+        self.plainText = ""
+
+
+class QTimer(QObject):
+    SIGNALS = ("timeout",)
+    active: list["QTimer"] = []
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.interval, self.singleShot_ = 0, False
+
+    def setInterval(self, ms):
+        self.interval = ms
+
+    def start(self, ms=None):
+        if ms is not None:
+            self.interval = ms
+        if self not in QTimer.active:
+            QTimer.active.append(self)
+
+    def stop(self):
+        if self in QTimer.active:
+            QTimer.active.remove(self)
+
+    def isActive(self):
+        return self in QTimer.active
+
+    @staticmethod
+    def singleShot(_ms, callback):
+        callback()
+
+    @staticmethod
+    def fire_all():
+        """Test helper: emit `timeout` of every started timer once; returns how many fired."""
+        timers = list(QTimer.active)
+        for timer in timers:
+            timer.timeout.emit()
+        return len(timers)
+
+
+class QMessageBox:
+    Yes, No, Ok, Cancel = 0x4000, 0x10000, 0x400, 0x400000
+    answer = Yes  # tests may change it
+
+    @staticmethod
+    def question(*_args, **_kwargs):
+        return QMessageBox.answer
+
+
+class QFile:
+    ReadOnly = 1
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def exists(self):
+        return Path(self.path).is_file()
+
+    def open(self, _mode):
+        return True
+
+    def close(self):
+        pass
+
+
+class QUiLoader:
+    """Builds fake widgets from a .ui file; unknown classes become plain `QWidget`s with the class name."""
+
+    def load(self, qfile, parent=None):
+        import ctk  # the fake ctk (ctkCollapsibleButton)
+        from fake_slicer_widgets import WIDGET_CLASSES as slicer_classes
+
+        classes = {**{n: c for n, c in globals().items() if isinstance(c, type) and issubclass(c, QObject)},
+                   "ctkCollapsibleButton": ctk.ctkCollapsibleButton, **slicer_classes}
+        root_xml = ET.parse(qfile.path).getroot()
+        by_name = {}
+
+        def build(element, parent_widget):
+            cls_name = element.get("class")
+            widget = classes.get(cls_name, QWidget)(parent_widget)
+            widget._class_name, widget.name = cls_name, element.get("name", "")
+            by_name[widget.name] = widget
+            for prop in element.findall("property"):
+                widget.setProperty(prop.get("name"), _value(prop))
+            if isinstance(widget, QComboBox):
+                for item in element.findall("item"):
+                    widget.addItem(_value(item.find("property")))
+            for child in element.iter():
+                if child is not element and child.tag == "widget" and _nearest_widget(element, child):
+                    build(child, widget)
+            return widget
+
+        root = build(root_xml.find("widget"), parent)
+        for connection in root_xml.iter("connection"):
+            sender, receiver = by_name.get(connection.findtext("sender")), by_name.get(connection.findtext("receiver"))
+            if sender is not None and receiver is not None:
+                slot = getattr(receiver, connection.findtext("slot").split("(")[0])
+                sender.connect(connection.findtext("signal"), slot)
+        return root
+
+
+def _nearest_widget(ancestor, element) -> bool:
+    """True when `ancestor` is the closest <widget> above `element` (layouts/items in between)."""
+    def walk(node, path):
+        for child in node:
+            if child is element:
+                return path
+            found = walk(child, path + [child] if child.tag == "widget" else path)
+            if found is not None:
+                return found
+        return None
+
+    return walk(ancestor, []) == []
+
+
+def _value(prop):
+    child = next(iter(prop), None)
+    if child is None:
+        return None
+    if child.tag == "bool":
+        return child.text == "true"
+    if child.tag in ("number", "enum"):
+        try:
+            return int(child.text)
+        except (TypeError, ValueError):
+            return child.text
+    if child.tag == "double":
+        return float(child.text)
+    if child.tag == "stringlist":
+        return [s.text or "" for s in child.findall("string")]
+    return child.text or ""

@@ -1,0 +1,277 @@
+"""TopoReg: topology-aware deformable registration in 3D Slicer. Research use only, not for clinical decisions.
+
+This file is deliberately thin: the GUI is `Resources/UI/TopoReg.ui`, its state a typed parameter node, and all
+work happens in the Qt-free `TopoRegLogic` package (tested headless with slicer-core, Testing/slicer/).
+"""
+
+import logging
+from typing import Annotated
+
+import qt
+import slicer
+import vtk
+from slicer import (vtkMRMLDisplayableNode, vtkMRMLLinearTransformNode, vtkMRMLMarkupsFiducialNode,
+                    vtkMRMLScalarVolumeNode, vtkMRMLTransformNode)
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import *  # noqa: F403 - Slicer's module base classes
+from slicer.util import VTKObservationMixin
+
+from TopoRegLogic import install, nodes
+from TopoRegLogic.params import AVAILABLE_METHODS, DEVICES, METHODS, PRESETS, SIMILARITIES, TRANSFORM_MODELS, as_params
+from TopoRegLogic.registration_logic import RegistrationLogic, one_line
+
+
+class TopoReg(ScriptedLoadableModule):  # noqa: F405
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)  # noqa: F405
+        self.parent.title = _("TopoReg")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Registration")]
+        self.parent.dependencies = []
+        self.parent.contributors = ["TopoReg developers"]
+        self.parent.helpText = _(
+            "Topology-aware deformable registration of a moving volume onto a fixed volume (training-free "
+            "optimisation; learned, DIO and CARL methods arrive with their models). Outputs: a transform node "
+            "(fixed-to-moving displacement, the resampling direction), an optional warped volume on the fixed grid "
+            "and a Jacobian-determinant overlay showing folding. Research use only, not for clinical decisions.")
+        self.parent.acknowledgementText = _(
+            "Sample data: MNI ICBM152 2009a (nilearn) and Colin27 (mricron-data); see Resources/SampleData/LICENSE.md.")
+
+
+@parameterNodeWrapper
+class TopoRegParameterNode:
+    """The registration panel's state; saved with the scene. Field names are those of TopoRegLogic.params."""
+
+    fixedVolume: vtkMRMLScalarVolumeNode
+    movingVolume: vtkMRMLScalarVolumeNode
+    method: Annotated[str, Choice(list(METHODS))] = "optimize"
+    preset: Annotated[str, Choice(list(PRESETS))] = "default"
+    transformModel: Annotated[str, Choice(list(TRANSFORM_MODELS))] = "svf"
+    similarity: Annotated[str, Choice(list(SIMILARITIES))] = "lncc"
+    fixedMask: vtkMRMLDisplayableNode       # labelmap volume or segmentation (the .ui selector restricts it)
+    movingMask: vtkMRMLDisplayableNode
+    initialTransform: vtkMRMLLinearTransformNode
+    device: Annotated[str, Choice(list(DEVICES))] = "auto"
+    outputTransform: vtkMRMLTransformNode
+    outputVolume: vtkMRMLScalarVolumeNode
+    fixedLandmarks: vtkMRMLMarkupsFiducialNode
+    movingLandmarks: vtkMRMLMarkupsFiducialNode
+    applyToMoving: bool = True
+    showJacobian: bool = True
+
+
+class TopoRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # noqa: F405
+    """Loads the .ui, binds the parameter node, forwards clicks to the logic, shows progress and status."""
+
+    def __init__(self, parent=None):
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._runner = None
+        self._timer = None
+        VTKObservationMixin.__init__(self)  # first: without a parent, the base class calls setup() right away
+        ScriptedLoadableModuleWidget.__init__(self, parent)  # noqa: F405
+
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)  # noqa: F405
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/TopoReg.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = self.logic or TopoRegLogic()
+        self._timer = qt.QTimer()
+        self._timer.setInterval(200)
+        self._timer.timeout.connect(self._poll)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
+        self.initializeParameterNode()
+
+    def cleanup(self):
+        if self._runner is not None and self._runner.running:
+            self._runner.kill()
+        if self._timer is not None:
+            self._timer.stop()
+        self.removeObservers()
+
+    def enter(self):
+        self.initializeParameterNode()
+
+    def exit(self):
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+
+    def onSceneStartClose(self, caller, event):
+        if self._runner is not None and self._runner.running:
+            self._runner.kill()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event):
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self):
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.fixedVolume or not self._parameterNode.movingVolume:
+            volumes = [n for n in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode") if not nodes.is_labelmap(n)]
+            if len(volumes) >= 2 and not self._parameterNode.fixedVolume and not self._parameterNode.movingVolume:
+                self._parameterNode.fixedVolume, self._parameterNode.movingVolume = volumes[0], volumes[1]
+
+    def setParameterNode(self, inputParameterNode):
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self._disableUnavailableMethods()
+            self._checkCanApply()
+
+    def _disableUnavailableMethods(self):
+        model = self.ui.methodComboBox.model()
+        for index, method in enumerate(METHODS):
+            model.item(index).setEnabled(method in AVAILABLE_METHODS)
+
+    def _checkCanApply(self, caller=None, event=None):
+        running = self._runner is not None and self._runner.running
+        problem = self.logic.inputProblem(self._parameterNode) if self._parameterNode else _("No parameter node")
+        self.ui.applyButton.enabled = not problem and not running
+        self.ui.applyButton.toolTip = problem or _("Register the moving volume onto the fixed volume")
+        self.ui.cancelButton.enabled = running
+
+    def _showStatus(self, text):
+        self.ui.statusLabel.text = text
+
+    def onApplyButton(self):
+        try:
+            if not self.logic.ensureDependencies(slicer.util.confirmOkCancelDisplay):
+                self._showStatus(_("Cancelled: the required Python packages are not installed."))
+                return
+            self.ui.logTextEdit.clear()
+            self.ui.logTextEdit.visible = False
+            self._runner = self.logic.startBackground(self._parameterNode, self._onProgress, self._onDone)
+        except Exception as exc:  # bad input or missing dependency: one line in the panel, details in the log
+            logging.exception("TopoReg: could not start the registration")
+            self._showStatus(_("Error: {message}").format(message=one_line(exc)))
+            return
+        self.ui.progressBar.value = 0
+        self.ui.progressBar.visible = True
+        self._showStatus(_("Running..."))
+        self._timer.start()
+        self._checkCanApply()
+
+    def onCancelButton(self):
+        self.logic.cancel()
+        self._showStatus(_("Cancelling..."))
+
+    def _poll(self):
+        if self._runner is None or not self._runner.poll():
+            self._timer.stop()
+            self._checkCanApply()
+
+    def _onProgress(self, event):
+        self.ui.progressBar.value = int(round(100 * event.fraction))
+        self._showStatus(f"{event.stage}: {event.message}")
+
+    def _onDone(self, ok, status):
+        self.ui.progressBar.value = 100 if ok else 0
+        self.ui.progressBar.visible = ok
+        self._showStatus(status)
+        if not ok:
+            self.ui.logTextEdit.setPlainText(self.logic.registration.last.get("log", ""))
+            self.ui.logTextEdit.visible = True
+
+
+class TopoRegLogic(ScriptedLoadableModuleLogic):  # noqa: F405
+    """Scriptable entry point; delegates to `TopoRegLogic.registration_logic.RegistrationLogic`.
+
+    Batch use (no GUI): `logic = TopoRegLogic(); params = logic.getParameterNode(); params.fixedVolume = f; ...;
+    status = logic.process(params)`. See TopoReg/Scripts/batch_register.py.
+    """
+
+    def __init__(self, launcher=None):
+        ScriptedLoadableModuleLogic.__init__(self)  # noqa: F405
+        options = {"launcher": launcher} if launcher is not None else {}
+        self.registration = RegistrationLogic(
+            slicer.mrmlScene, volumes_logic=slicer.modules.volumes.logic(),
+            segmentations_logic=slicer.modules.segmentations.logic(), temp_root=slicer.app.temporaryPath, **options)
+
+    def getParameterNode(self):
+        return TopoRegParameterNode(super().getParameterNode())
+
+    def inputProblem(self, params) -> str:
+        """'' when `params` can run, else a one-line reason (shown on the Apply button)."""
+        try:
+            self.registration.validate(params)
+        except (ValueError, TypeError) as exc:
+            return one_line(exc)
+        return ""
+
+    def ensureDependencies(self, confirm) -> bool:
+        return install.ensure_dependencies(confirm, pip_install=slicer.util.pip_install,
+                                           torch_installer=install.pytorch_utils_installer())
+
+    def process(self, params, progressCallback=None, settings=None) -> str:
+        """Register now, in this process (blocks); `settings` overrides the preset (RegistrationSettings)."""
+        run = as_params(params)
+        if settings is not None:
+            run.settings = settings
+        status = self.registration.run_in_process(run, progressCallback)
+        if getattr(params, "outputTransform", None) is None and run.outputTransform is not None:
+            params.outputTransform = run.outputTransform
+        return status
+
+    def startBackground(self, params, onProgress=None, onDone=None):
+        return self.registration.start_background(params, onProgress, onDone)
+
+    def cancel(self):
+        self.registration.cancel()
+
+
+class TopoRegTest(ScriptedLoadableModuleTest):  # noqa: F405
+    """Registers the bundled sample pair (Colin27 T1 onto MNI152 T1, 2 mm) with a tiny budget and checks the outputs.
+
+    In Slicer: enable Developer mode and press "Reload and Test", or run
+      Slicer --no-main-window --testing --python-code "import slicer.testing; slicer.testing.runUnitTest(['PATH/TO/TopoReg'], 'TopoReg')"
+    Headless (pytest, real MRML + fakes of qt/ctk/app): Testing/slicer/tests/test_slicer_module.py runs this class.
+    """
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_RegisterSampleData()
+
+    def test_RegisterSampleData(self):
+        import numpy as np
+        from toporeg.data import sample_path
+        from toporeg.registration import RegistrationSettings
+
+        from TopoRegLogic import transform_nodes
+
+        self.delayDisplay("Loading sample data")
+        scene = slicer.mrmlScene
+        fixed = nodes.load_volume_node(scene, sample_path("mni152_t1_2mm.nii.gz"), "MNI152")
+        moving = nodes.load_volume_node(scene, sample_path("colin27_t1_2mm.nii.gz"), "Colin27")
+        logic = TopoRegLogic()
+        params = logic.getParameterNode()
+        params.fixedVolume, params.movingVolume = fixed, moving
+        params.outputVolume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "Colin27 registered")
+        tiny = RegistrationSettings(levels=(4,), iterations=(10,), affine_levels=(4,), affine_iterations=(20,))
+        self.delayDisplay("Registering")
+        status = logic.process(params, settings=tiny)
+        self.delayDisplay(status)
+        transform = params.outputTransform
+        self.assertTrue(transform.IsA("vtkMRMLGridTransformNode"))
+        self.assertIs(moving.GetParentTransformNode(), transform)
+        np.testing.assert_allclose(nodes.ijk_to_ras(params.outputVolume), nodes.ijk_to_ras(fixed), atol=1e-6)
+        outputs = logic.registration.last["outputs"]
+        np.testing.assert_allclose(transform_nodes.displacement_from_node(transform), outputs.displacement_ras, atol=1e-5)
+        self.assertIn("folding", status)
+        self.delayDisplay("Test passed")

@@ -1,0 +1,16 @@
+"""Slicer glue of the TopoReg module: Qt-free helpers that need only slicer-core (MRML, logics, slicer.util).
+
+Nothing here imports `qt`, `ctk` or `slicer.app`, so every helper runs inside the desktop application, in
+`Slicer --no-main-window --python-script`, and in plain Python with the `slicer-core` wheel (the tests).
+The `toporeg` library is imported lazily, inside functions: the module must load (and offer to install
+missing packages) even before torch, nibabel or SimpleITK are importable.
+
+- `params`: the registration parameters (names shared with the module's parameter node) and choices.
+- `nodes`: MRML volume / labelmap / segmentation nodes <-> `toporeg.io.Volume`, with exact geometry.
+- `transform_nodes`: displacement field -> grid transform node, reference roles, overlays, warping along.
+- `landmarks`: target registration error from paired markups.
+- `outputs`: one result type for in-process and background runs.
+- `runner`: the `toporeg` command line in a background process (progress, cancel, log).
+- `registration_logic`: the registration workflow on MRML nodes (`RegistrationLogic`).
+- `install`: first-use dependency check and careful installation.
+"""

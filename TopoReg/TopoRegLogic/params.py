@@ -1,0 +1,102 @@
+"""Registration parameters: one set of names for the parameter node, the GUI, batch scripts and the CLI.
+
+`TopoReg.py` declares the typed parameter node (`slicer.parameterNodeWrapper`) with exactly these field
+names; the wrapper stores a `str`/`bool` field `x` as `parameterNode.GetParameter("x")` and a node field
+as `parameterNode.GetNodeReference("x")`, so `params_from_parameter_node` can read a saved scene's
+parameter node without the wrapper (batch scripts, tests, older Slicer versions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+METHODS = ("optimize", "learned", "dio", "carl")
+AVAILABLE_METHODS = ("optimize",)           # learned / DIO / CARL arrive with their capabilities
+PRESETS = ("fast", "default", "accurate")
+TRANSFORM_MODELS = ("svf", "displacement", "affine", "rigid")
+LINEAR_MODELS = ("affine", "rigid")
+SIMILARITIES = ("lncc", "ncc", "mse", "nmi")  # toporeg.registration.available_similarities() (tested)
+DEVICES = ("auto", "cpu", "cuda")
+
+NODE_FIELDS = ("fixedVolume", "movingVolume", "fixedMask", "movingMask", "initialTransform",
+               "outputTransform", "outputVolume", "fixedLandmarks", "movingLandmarks")
+BOOL_FIELDS = ("applyToMoving", "showJacobian")
+
+
+@dataclass
+class RegistrationParams:
+    """What one registration needs; duck-type compatible with the module's parameter node wrapper.
+
+    Node fields hold MRML nodes (or None). `settings` (a `toporeg.registration.RegistrationSettings`)
+    overrides preset/transform/similarity for in-process runs (tests, batch scripts with custom budgets);
+    background runs always use the CLI's presets. `warpAlong` lists moving-space nodes (segmentations,
+    markups, models) to place under the output transform.
+    """
+
+    fixedVolume: Any = None
+    movingVolume: Any = None
+    method: str = "optimize"
+    preset: str = "default"
+    transformModel: str = "svf"
+    similarity: str = "lncc"
+    fixedMask: Any = None
+    movingMask: Any = None
+    initialTransform: Any = None
+    device: str = "auto"
+    outputTransform: Any = None
+    outputVolume: Any = None
+    fixedLandmarks: Any = None
+    movingLandmarks: Any = None
+    applyToMoving: bool = True
+    showJacobian: bool = True
+    settings: Any = None
+    warpAlong: tuple = field(default_factory=tuple)
+
+
+DEFAULTS = {f.name: f.default for f in fields(RegistrationParams) if f.name not in ("settings", "warpAlong")}
+
+
+def get(params: Any, name: str) -> Any:
+    """Field `name` of a `RegistrationParams`, a parameter node wrapper or any object with those attributes."""
+    return getattr(params, name, DEFAULTS.get(name))
+
+
+def as_params(params: Any) -> RegistrationParams:
+    """A plain `RegistrationParams` copy of any compatible object (e.g. the typed parameter node)."""
+    if isinstance(params, RegistrationParams):
+        return params
+    values = {f.name: getattr(params, f.name, None) for f in fields(RegistrationParams)}
+    values = {k: v for k, v in values.items() if v is not None}
+    return RegistrationParams(**values)
+
+
+def params_from_parameter_node(node) -> RegistrationParams:
+    """Read a vtkMRMLScriptedModuleNode written by the module's parameter node wrapper."""
+    values: dict[str, Any] = {}
+    for name, default in DEFAULTS.items():
+        if name in NODE_FIELDS:
+            values[name] = node.GetNodeReference(name)
+        elif node.GetParameter(name):
+            text = node.GetParameter(name)
+            values[name] = (text == "True") if name in BOOL_FIELDS else text
+        else:
+            values[name] = default
+    return RegistrationParams(**values)
+
+
+def write_parameter_node(node, params: Any) -> None:
+    """Store `params` the way the parameter node wrapper does (strings, "True"/"False", node references)."""
+    was = node.StartModify()
+    try:
+        for name in DEFAULTS:
+            value = get(params, name)
+            if name in NODE_FIELDS:
+                node.SetParameter(name, "")
+                node.SetNodeReferenceID(name, value.GetID() if value is not None else None)
+            elif name in BOOL_FIELDS:
+                node.SetParameter(name, "True" if value else "False")
+            else:
+                node.SetParameter(name, str(value))
+    finally:
+        node.EndModify(was)

@@ -1,0 +1,230 @@
+"""The registration workflow on MRML nodes, with its dependencies injected (scene, logics, process launcher).
+
+Two ways in, one way out:
+
+- `run_in_process(params, progress_cb)` calls `toporeg.registration.register` in this process (batch
+  scripts, tests, `Slicer --no-main-window`); it blocks.
+- `start_background(params, on_progress, on_done)` writes the inputs to a temporary folder, runs the
+  `toporeg register` CLI in a child process and returns a `CliRunner`; the caller polls it (QTimer).
+
+Both end in `apply_results(params, outputs)`, which creates or updates the MRML nodes and returns the
+status line (time, folding %, landmark TRE when paired landmarks are given).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import landmarks, nodes
+from . import transform_nodes as tn
+from .outputs import RegistrationOutputs, outputs_from_directory, outputs_from_result
+from .params import (AVAILABLE_METHODS, DEVICES, METHODS, PRESETS, SIMILARITIES, TRANSFORM_MODELS, get)
+from .runner import CliRunner, popen_launcher
+
+JACOBIAN_REFERENCE = "TopoReg.Jacobian"
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+class RegistrationLogic:
+    """Registration on MRML nodes. `scene` is required; everything else has a working default.
+
+    `volumes_logic` / `segmentations_logic`: the module logics (segmentation masks are exported through
+    the latter's static helper when None). `launcher` / `python`: how background runs start the CLI.
+    `temp_root`: where background runs write their inputs (Slicer: `slicer.app.temporaryPath`).
+    """
+
+    def __init__(self, scene, *, volumes_logic=None, segmentations_logic=None, launcher: Callable = popen_launcher,
+                 python: str | None = None, temp_root: str | Path | None = None, keep_temp: bool = False):
+        self.scene = scene
+        self.volumes_logic = volumes_logic
+        self.segmentations_logic = segmentations_logic
+        self.launcher, self.python = launcher, python
+        self.temp_root = temp_root
+        self.keep_temp = keep_temp
+        self.runner: CliRunner | None = None
+        self.last: dict = {}
+
+    # --- inputs ------------------------------------------------------------------------------
+    def validate(self, params) -> None:
+        """Raise `InputError` with a one-line message when `params` cannot be run."""
+        fixed, moving = get(params, "fixedVolume"), get(params, "movingVolume")
+        if fixed is None or moving is None:
+            raise nodes.input_error("select a fixed and a moving volume")
+        if fixed is moving:
+            raise nodes.input_error("fixed and moving volumes must be different")
+        output = get(params, "outputVolume")
+        if output is not None and output in (fixed, moving):
+            raise nodes.input_error("the output volume must be a new volume, not the fixed or moving one")
+        method = get(params, "method")
+        if method not in METHODS:
+            raise nodes.input_error(f"unknown method '{method}'")
+        if method not in AVAILABLE_METHODS:
+            raise nodes.input_error(f"method '{method}' is not available in this version; use 'optimize'")
+        for name, choices in (("preset", PRESETS), ("transformModel", TRANSFORM_MODELS),
+                              ("similarity", SIMILARITIES), ("device", DEVICES)):
+            if get(params, name) not in choices:
+                raise nodes.input_error(f"unknown {name} '{get(params, name)}' (choose from {', '.join(choices)})")
+        own = get(params, "outputTransform")
+        for role, node in (("fixed", fixed), ("moving", moving)):
+            parent = node.GetParentTransformNode()
+            if parent is not None and parent is not own:
+                raise nodes.input_error(f"{role} volume '{node.GetName()}' is under transform '{parent.GetName()}': "
+                                        "harden or remove it first, or give it as the initial transform")
+
+    def collect_inputs(self, params) -> dict:
+        """Volumes, masks and the initial matrix read from the nodes (parent transforms are not applied)."""
+        self.validate(params)
+        fixed_node, moving_node = get(params, "fixedVolume"), get(params, "movingVolume")
+        fixed = nodes.volume_from_node(fixed_node, is_label=False)
+        moving = nodes.volume_from_node(moving_node, is_label=False)
+        if fixed.has_channels or moving.has_channels:
+            raise nodes.input_error("fixed and moving must be scalar (single-component) volumes")
+        initial_node = get(params, "initialTransform")
+        return {
+            "fixed": fixed, "moving": moving,
+            "fixed_mask": nodes.mask_from_node(get(params, "fixedMask"), fixed_node, self.segmentations_logic),
+            "moving_mask": nodes.mask_from_node(get(params, "movingMask"), moving_node, self.segmentations_logic),
+            "initial": None if initial_node is None else nodes.matrix_from_transform_node(initial_node),
+        }
+
+    def settings_for(self, params):
+        from toporeg.registration import preset
+
+        override = get(params, "settings")
+        if override is not None:
+            return override
+        return preset(get(params, "preset"), transform=get(params, "transformModel"),
+                      similarity=get(params, "similarity"))
+
+    # --- in process --------------------------------------------------------------------------
+    def run_in_process(self, params, progress_cb: Callable[[str, float, str], None] | None = None,
+                       cancel_token=None) -> str:
+        """Register now, in this process; returns the status line (raises on bad input or cancel)."""
+        from toporeg.progress import CancelToken, Progress
+        from toporeg.registration import register
+
+        inputs = self.collect_inputs(params)
+        progress = Progress(progress_cb, cancel_token or CancelToken())
+        start = time.perf_counter()
+        result = register(inputs["fixed"], inputs["moving"], self.settings_for(params),
+                          fixed_mask=inputs["fixed_mask"], moving_mask=inputs["moving_mask"],
+                          initial_transform=inputs["initial"], progress=progress, device=get(params, "device"))
+        return self.apply_results(params, outputs_from_result(result, time.perf_counter() - start))
+
+    # --- background --------------------------------------------------------------------------
+    def write_inputs(self, inputs: dict, work_dir: Path) -> list[str]:
+        """Save the inputs (atomic writes through the library) and return the CLI arguments naming them."""
+        from toporeg.io import save_volume
+
+        args = [str(save_volume(inputs["fixed"], work_dir / "fixed.nii")),
+                str(save_volume(inputs["moving"], work_dir / "moving.nii"))]
+        for key, flag in (("fixed_mask", "--fixed-mask"), ("moving_mask", "--moving-mask")):
+            if inputs[key] is not None:
+                args += [flag, str(save_volume(inputs[key], work_dir / f"{key}.nii"))]
+        if inputs["initial"] is not None:
+            np.savetxt(work_dir / "initial.txt", inputs["initial"])
+            args += ["--initial-transform", str(work_dir / "initial.txt")]
+        return args
+
+    def cli_arguments(self, params, input_args: list[str], out_dir: Path) -> list[str]:
+        return ["register", *input_args[:2], "--out", str(out_dir), "--method", get(params, "method"),
+                "--preset", get(params, "preset"), "--transform", get(params, "transformModel"),
+                "--similarity", get(params, "similarity"), "--device", get(params, "device"), *input_args[2:]]
+
+    def start_background(self, params, on_progress: Callable | None = None,
+                         on_done: Callable[[bool, str], None] | None = None, work_dir: str | Path | None = None
+                         ) -> CliRunner:
+        """Start the CLI in a child process; poll the returned runner until `poll()` is False.
+
+        `on_progress(ProgressEvent)` for each JSON progress line; `on_done(ok, status)` once, after the
+        outputs were applied to the scene (ok=True) or the run failed / was cancelled (ok=False).
+        Bad input raises here, before any process starts.
+        """
+        if self.runner is not None and self.runner.running:
+            raise nodes.input_error("a registration is already running")
+        inputs = self.collect_inputs(params)
+        work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="TopoReg-", dir=self.temp_root))
+        work.mkdir(parents=True, exist_ok=True)
+        out_dir = work / "out"
+        args = self.cli_arguments(params, self.write_inputs(inputs, work), out_dir)
+
+        def finished(runner: CliRunner) -> None:
+            ok, status = False, ""
+            try:
+                if runner.state == "succeeded":
+                    status, ok = self.apply_results(params, outputs_from_directory(out_dir)), True
+                elif runner.state == "cancelled":
+                    status = "Cancelled; no outputs were written."
+                else:
+                    status = f"Failed: {runner.error}"
+            except Exception as exc:  # noqa: BLE001 - reported as the status line, full log kept
+                runner.log.append(f"applying results failed: {exc!r}")
+                status = f"Failed: {one_line(exc)}"
+            finally:
+                self.last["status"], self.last["log"] = status, runner.full_log()
+                if not self.keep_temp:
+                    shutil.rmtree(work, ignore_errors=True)
+            if on_done is not None:
+                on_done(ok, status)
+
+        self.runner = CliRunner(work, launcher=self.launcher, python=self.python, on_progress=on_progress,
+                                on_finished=finished)
+        return self.runner.start(args)
+
+    def cancel(self) -> None:
+        if self.runner is not None:
+            self.runner.cancel()
+
+    # --- results -----------------------------------------------------------------------------
+    def apply_results(self, params, outputs: RegistrationOutputs) -> str:
+        """Create/update the transform (with reference roles), warped volume, Jacobian overlay; TRE."""
+        fixed, moving = get(params, "fixedVolume"), get(params, "movingVolume")
+        transform = tn.write_transform(self.scene, outputs, node=get(params, "outputTransform"),
+                                       name=f"{moving.GetName()} to {fixed.GetName()} (TopoReg)")
+        tn.set_reference_roles(transform, fixed, moving)
+        _set(params, "outputTransform", transform)
+        warped_node = None
+        if get(params, "outputVolume") is not None and outputs.warped is not None:
+            warped_node = nodes.ensure_volume_node(self.scene, get(params, "outputVolume"), "", outputs.warped)
+        jacobian_node = None
+        if get(params, "showJacobian") and outputs.jacobian is not None:
+            jacobian_node = tn.write_jacobian(self.scene, outputs.jacobian,
+                                              node=transform.GetNodeReference(JACOBIAN_REFERENCE),
+                                              name=f"{moving.GetName()} Jacobian (TopoReg)")
+            transform.SetNodeReferenceID(JACOBIAN_REFERENCE, jacobian_node.GetID())
+        if get(params, "applyToMoving"):
+            tn.apply_to_moving(moving, transform)
+        tn.warp_along(getattr(params, "warpAlong", ()) or (), transform)
+        status = (f"Done in {outputs.seconds:.1f} s ({outputs.transform_model}, {outputs.device}): "
+                  f"folding {outputs.folding_percent:.3f} % of the {outputs.folding_region}")
+        tre = None
+        fixed_marks, moving_marks = get(params, "fixedLandmarks"), get(params, "movingLandmarks")
+        if fixed_marks is not None and moving_marks is not None:
+            p_fixed, p_moving = landmarks.paired_points(fixed_marks, moving_marks)
+            tre = landmarks.target_registration_error(p_fixed, p_moving, lambda p: tn.map_points(p, transform))
+            status += f"; {tre.describe()}"
+        for message in outputs.messages:
+            status += f"; {message}"
+        self.last.update(transform=transform, volume=warped_node, jacobian=jacobian_node, tre=tre,
+                         outputs=outputs, status=status)
+        return status
+
+
+def _set(params, name: str, value) -> None:
+    """Write back a created output node into the parameters (typed wrapper or dataclass)."""
+    if getattr(params, name, None) is value:
+        return
+    try:
+        setattr(params, name, value)
+    except (AttributeError, TypeError, ValueError):  # read-only or validated params: leave as is
+        pass
