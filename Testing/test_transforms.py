@@ -108,3 +108,16 @@ def test_identity_grid_order():
     grid = identity_grid((3, 4, 5))
     assert grid.shape == (1, 3, 3, 4, 5)
     assert grid[0, 0, 2, 1, 4] == 2 and grid[0, 1, 2, 1, 4] == 1 and grid[0, 2, 2, 1, 4] == 4
+
+
+@pytest.mark.parametrize("shape", [(9, 11), (7, 8, 6)])
+def test_box_mean_matches_direct_sum_and_is_self_adjoint(shape):
+    from toporeg.filters import box_mean
+
+    x = torch.randn(1, 2, *shape, dtype=torch.float64, requires_grad=True)
+    out = box_mean(x, 3)
+    padded = torch.nn.functional.pad(x, [1] * (2 * len(shape)))
+    idx = (0, 1) + tuple(n // 2 for n in shape)
+    window = padded[(0, 1) + tuple(slice(i, i + 3) for i in idx[2:])]
+    assert torch.allclose(out[idx], window.mean())
+    assert torch.autograd.gradcheck(lambda t: box_mean(t, 3), (x,))

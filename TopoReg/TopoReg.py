@@ -241,6 +241,8 @@ class TopoRegTest(ScriptedLoadableModuleTest):  # noqa: F405
     Headless (pytest, real MRML + fakes of qt/ctk/app): Testing/slicer/tests/test_slicer_module.py runs this class.
     """
 
+    sampleStride = 1  # voxel stride applied to the sample volumes (the headless pytest run uses 4 for speed)
+
     def setUp(self):
         slicer.mrmlScene.Clear()
 
@@ -259,6 +261,11 @@ class TopoRegTest(ScriptedLoadableModuleTest):  # noqa: F405
         scene = slicer.mrmlScene
         fixed = nodes.load_volume_node(scene, sample_path("mni152_t1_2mm.nii.gz"), "MNI152")
         moving = nodes.load_volume_node(scene, sample_path("colin27_t1_2mm.nii.gz"), "Colin27")
+        for node in (fixed, moving) if self.sampleStride > 1 else ():
+            volume, stride = nodes.volume_from_node(node), self.sampleStride
+            affine = volume.affine.copy()
+            affine[:3, :3] *= stride
+            nodes.update_volume_node(node, volume.__class__(volume.data[::stride, ::stride, ::stride].copy(), affine))
         logic = TopoRegLogic()
         params = logic.getParameterNode()
         params.fixedVolume, params.movingVolume = fixed, moving

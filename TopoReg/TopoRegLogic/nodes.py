@@ -133,7 +133,9 @@ def mask_from_node(node, reference, segmentations_logic=None):
     mask = (volume.data > 0).astype(np.uint8)
     if not mask.any():
         raise input_error(f"mask '{node.GetName()}' is empty")
-    return volume.with_data(mask, is_label=True)
+    result = volume.with_data(mask, is_label=True)
+    result.meta["name"] = node.GetName()
+    return result
 
 
 def matrix_from_transform_node(node, *, direction: str = "from_parent") -> np.ndarray:

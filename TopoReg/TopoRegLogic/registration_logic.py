@@ -119,12 +119,19 @@ class RegistrationLogic:
         result = register(inputs["fixed"], inputs["moving"], self.settings_for(params),
                           fixed_mask=inputs["fixed_mask"], moving_mask=inputs["moving_mask"],
                           initial_transform=inputs["initial"], progress=progress, device=get(params, "device"))
+        self.last["result"] = result
         return self.apply_results(params, outputs_from_result(result, time.perf_counter() - start))
 
     # --- background --------------------------------------------------------------------------
     def write_inputs(self, inputs: dict, work_dir: Path) -> list[str]:
-        """Save the inputs (atomic writes through the library) and return the CLI arguments naming them."""
+        """Save the inputs (atomic writes through the library) and return the CLI arguments naming them.
+
+        `self.input_names` maps each temporary file to what the user calls it, for error messages.
+        """
         from toporeg.io import save_volume
+
+        self.input_names = {str(work_dir / f"{key}.nii"): f"{key.replace('_', ' ')} '{inputs[key].meta.get('name', key)}'"
+                            for key in ("fixed", "moving", "fixed_mask", "moving_mask") if inputs[key] is not None}
 
         args = [str(save_volume(inputs["fixed"], work_dir / "fixed.nii")),
                 str(save_volume(inputs["moving"], work_dir / "moving.nii"))]
@@ -153,6 +160,8 @@ class RegistrationLogic:
         if self.runner is not None and self.runner.running:
             raise nodes.input_error("a registration is already running")
         inputs = self.collect_inputs(params)
+        if self.temp_root is not None:
+            Path(self.temp_root).mkdir(parents=True, exist_ok=True)
         work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="TopoReg-", dir=self.temp_root))
         work.mkdir(parents=True, exist_ok=True)
         out_dir = work / "out"
@@ -166,7 +175,7 @@ class RegistrationLogic:
                 elif runner.state == "cancelled":
                     status = "Cancelled; no outputs were written."
                 else:
-                    status = f"Failed: {runner.error}"
+                    status = f"Failed: {self._user_names(runner.error)}"
             except Exception as exc:  # noqa: BLE001 - reported as the status line, full log kept
                 runner.log.append(f"applying results failed: {exc!r}")
                 status = f"Failed: {one_line(exc)}"
@@ -181,6 +190,11 @@ class RegistrationLogic:
                                 on_finished=finished)
         return self.runner.start(args)
 
+    def _user_names(self, text: str) -> str:
+        for path, name in getattr(self, "input_names", {}).items():
+            text = text.replace(path, name)
+        return text
+
     def cancel(self) -> None:
         if self.runner is not None:
             self.runner.cancel()
@@ -189,6 +203,7 @@ class RegistrationLogic:
     def apply_results(self, params, outputs: RegistrationOutputs) -> str:
         """Create/update the transform (with reference roles), warped volume, Jacobian overlay; TRE."""
         fixed, moving = get(params, "fixedVolume"), get(params, "movingVolume")
+        _snap_to_fixed_grid(outputs, nodes.ijk_to_ras(fixed), fixed.GetImageData().GetDimensions())
         transform = tn.write_transform(self.scene, outputs, node=get(params, "outputTransform"),
                                        name=f"{moving.GetName()} to {fixed.GetName()} (TopoReg)")
         tn.set_reference_roles(transform, fixed, moving)
@@ -218,6 +233,21 @@ class RegistrationLogic:
         self.last.update(transform=transform, volume=warped_node, jacobian=jacobian_node, tre=tre,
                          outputs=outputs, status=status)
         return status
+
+
+def _snap_to_fixed_grid(outputs: RegistrationOutputs, fixed_affine: np.ndarray, dims) -> None:
+    """Outputs live on the fixed grid; files keep its matrix in float32 only, so use the node's exact matrix."""
+    u = outputs.displacement_ras
+    if tuple(u.shape[:3] if u.ndim == 4 else u.shape[:2] + (1,)) != tuple(dims):
+        raise nodes.input_error(f"displacement grid {u.shape[:-1]} does not match the fixed volume {tuple(dims)}")
+    for volume in (outputs.warped, outputs.jacobian):
+        if volume is not None:
+            if not np.allclose(volume.affine, fixed_affine, atol=1e-3):
+                raise nodes.input_error("registration outputs are not on the fixed volume's grid")
+            volume.affine = fixed_affine.copy()
+    if not np.allclose(outputs.fixed_affine, fixed_affine, atol=1e-3):
+        raise nodes.input_error("the displacement field is not on the fixed volume's grid")
+    outputs.fixed_affine = fixed_affine.copy()
 
 
 def _set(params, name: str, value) -> None:

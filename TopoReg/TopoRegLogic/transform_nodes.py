@@ -98,8 +98,9 @@ def warp_along(transformable_nodes, transform_node) -> None:
 def resample_on_fixed(moving_node, fixed_node):
     """Slicer's own resampling of the moving volume (through its parent transform) onto the fixed grid.
 
-    Returns a new scalar volume node that is *not* in the scene (`vtkSlicerVolumesLogic` static helper).
-    The module writes the library's warped image instead; the tests check both agree.
+    Returns a new scalar volume node, which Slicer adds to the scene (`vtkSlicerVolumesLogic` static helper).
+    The module's output volume is the library's warped image instead (identical for in-process and
+    background runs, no second interpolation); the tests check that both agree.
     """
     return slicer.vtkSlicerVolumesLogic.ResampleVolumeToReferenceVolume(moving_node, fixed_node)
 

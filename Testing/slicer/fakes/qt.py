@@ -142,6 +142,8 @@ class QWidget(QObject):
 
 class QLabel(QWidget):
     def __init__(self, text="", parent=None):
+        if isinstance(text, QObject):  # QLabel(parent)
+            text, parent = "", text
         super().__init__(parent)
         self.text, self.wordWrap = text, False
 

@@ -14,7 +14,7 @@ from ..progress import Progress
 from ..transforms.affine import affine_coordinates
 from ..transforms.sampling import sample
 from .problem import Problem
-from .pyramid import blur_for_sampling, level_image, make_level
+from .pyramid import make_level
 from .settings import RegistrationSettings
 from .similarity import Similarity
 
@@ -115,10 +115,8 @@ def optimise_affine(problem: Problem, settings: RegistrationSettings, similarity
 def _optimise_level(model: AffineModel, problem: Problem, settings: RegistrationSettings, similarity: Similarity,
                     factor: int, iterations: int, rigid: bool, report) -> None:
     level = make_level(problem.fixed.grid_shape, factor)
-    fixed_l = level_image(problem.fixed_image, level)
-    weight_l = None if problem.fixed_weight is None else level_image(problem.fixed_weight, level)
-    spacing_ratio = level.scale * problem.frame.cpu().numpy() / problem.moving_spacing
-    moving_blur = blur_for_sampling(problem.moving_image, spacing_ratio)
+    fixed_l, weight_l = problem.fixed_on(level)
+    moving_blur = problem.moving_for(level)
     to_fixed = torch.as_tensor(level.to_fixed_voxels(), dtype=torch.float64, device=problem.device)
     lr = settings.affine_lr
     groups = [{"params": [model.angles], "lr": lr}, {"params": [model.translation], "lr": lr * 50.0}]

@@ -19,7 +19,7 @@ from ..transforms.integration import integrate_svf
 from ..transforms.sampling import resize_displacement, sample, warp
 from .affine_stage import _plateaued
 from .problem import Problem
-from .pyramid import blur_for_sampling, level_image, make_level
+from .pyramid import make_level
 from .regularizers import REGULARIZERS
 from .settings import RegistrationSettings
 from .similarity import Similarity
@@ -52,13 +52,11 @@ def optimise_deformable(problem: Problem, voxel_map: torch.Tensor, settings: Reg
     for index, (factor, iterations) in enumerate(zip(settings.levels, settings.iterations)):
         level = make_level(problem.fixed.grid_shape, factor)
         ctrl_shape = tuple(max(n // settings.field_factor, 4) if settings.field_factor > 1 else n for n in level.shape)
-        fixed_l = level_image(problem.fixed_image, level)
-        weight_l = None if problem.fixed_weight is None else level_image(problem.fixed_weight, level)
+        fixed_l, weight_l = problem.fixed_on(level)
         m_level = voxel_map @ torch.as_tensor(level.to_fixed_voxels(), dtype=torch.float64, device=problem.device)
         coords = affine_coordinates(m_level.float(), level.shape, device=problem.device)
-        spacing_ratio = level.scale * problem.frame.cpu().numpy() / problem.moving_spacing
         with torch.no_grad():
-            moving_l = sample(blur_for_sampling(problem.moving_image, spacing_ratio), coords)
+            moving_l = sample(problem.moving_for(level), coords)
             mmask_l = None if problem.moving_mask is None else sample(problem.moving_mask, coords)
         if param is None:
             param = torch.zeros(1, problem.ndim, *ctrl_shape, device=problem.device)

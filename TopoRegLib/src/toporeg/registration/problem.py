@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -11,6 +11,7 @@ from ..errors import InputError
 from ..geometry import percentile_normalize, resample_to, volume_to_tensor
 from ..io import Volume, check_geometry, check_intensities
 from ..transforms.affine import spatial_block, voxel_matrix
+from .pyramid import Level, blur_for_sampling, level_image
 
 
 @dataclass
@@ -24,6 +25,23 @@ class Problem:
     base: torch.Tensor                     # (ndim+1)²: fixed voxel → moving voxel of the initial transform
     frame: torch.Tensor                    # (ndim,) fixed spacing: fixed voxel → isotropic mm frame
     moving_spacing: np.ndarray
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def fixed_on(self, level: Level) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Fixed image and weights on a pyramid level (computed once per level)."""
+        key = ("fixed", level.factor)
+        if key not in self._cache:
+            weight = None if self.fixed_weight is None else level_image(self.fixed_weight, level)
+            self._cache[key] = (level_image(self.fixed_image, level), weight)
+        return self._cache[key]
+
+    def moving_for(self, level: Level) -> torch.Tensor:
+        """Moving image pre-blurred for sampling at a level's spacing (anti-aliasing; computed once)."""
+        key = ("moving", level.factor)
+        if key not in self._cache:
+            ratio = level.scale * self.frame.cpu().numpy() / self.moving_spacing
+            self._cache[key] = blur_for_sampling(self.moving_image, ratio)
+        return self._cache[key]
 
     @property
     def ndim(self) -> int:

@@ -31,7 +31,7 @@ class RegistrationSettings:
     levels: tuple[int, ...] = (4, 2, 1)
     iterations: tuple[int, ...] = (100, 60, 30)
     learning_rate: float = 0.5
-    level_lr_decay: float = 1.0  # learning rate × decay per finer level (Adam's first steps are ~lr each)
+    level_lr_decay: float = 0.5  # learning rate × decay per finer level (Adam's first steps are ~lr each)
     field_factor: int = 2
     field_sigma: float = 1.0
     regularizer: Literal["diffusion", "bending"] = "diffusion"
@@ -55,11 +55,13 @@ class RegistrationSettings:
         return replace(self, **changes)
 
 
+# Measured on the 2 mm Colin27 benchmark case (docs/benchmarks): most of the time goes to full-resolution
+# iterations, and a learning rate halved per finer level lets a few of them refine instead of jitter.
 PRESETS: dict[str, RegistrationSettings] = {
-    "fast": RegistrationSettings(affine_iterations=(60, 20), levels=(4, 2), iterations=(80, 40)),
-    "default": RegistrationSettings(),
-    "accurate": RegistrationSettings(affine_iterations=(100, 60), levels=(4, 2, 1), iterations=(150, 100, 60),
-                                     field_factor=1, field_sigma=1.0),
+    "fast": RegistrationSettings(affine_levels=(4,), affine_iterations=(40,), levels=(4, 2), iterations=(60, 30)),
+    "default": RegistrationSettings(affine_levels=(4,), affine_iterations=(60,), levels=(4, 2, 1),
+                                    iterations=(60, 30, 5)),
+    "accurate": RegistrationSettings(levels=(4, 2, 1), iterations=(100, 60, 20)),
 }
 
 

@@ -190,6 +190,24 @@ def convergence(steps: list[float], losses: list[float], fraction: float = 0.1, 
             "window": [int(x[0]), int(x[-1])], "loss_first_10_percent": first, "loss_last_window": level}
 
 
+def add_validation_trend(conv: dict[str, Any], val_rows: list[dict[str, str]], key: str = "dice",
+                         tolerance: float = 0.005) -> dict[str, Any]:
+    """Temper a loss-plateau verdict with the validation metric (higher is better) of the last two validations."""
+    vals = [(int(float(r["step"])), float(r[key])) for r in val_rows if r.get(key) not in (None, "", "nan")]
+    if len(vals) < 2:
+        return conv
+    (s0, d0), (s1, d1) = vals[-2], vals[-1]
+    conv["validation_last_two"] = {"steps": [s0, s1], key: [d0, d1]}
+    if d1 - d0 > tolerance:
+        conv["converged"] = False
+        if conv["statement"].startswith("plateaued"):
+            conv["statement"] = "not converged: the training loss " + conv["statement"]
+        conv["statement"] += f"; validation {key} still rose from {d0:.3f} (step {s0}) to {d1:.3f} (step {s1})"
+    else:
+        conv["statement"] += f"; validation {key} {d0:.3f} (step {s0}) -> {d1:.3f} (step {s1})"
+    return conv
+
+
 def plot_curves(train_csv: Path, png: Path, columns: list[str], val_csv: Path | None = None,
                 val_columns: list[str] | None = None) -> bool:
     """Loss (and validation) curves as PNG when matplotlib is installed; returns whether it was written."""

@@ -146,6 +146,7 @@ def train(cfg: DeepSimTrainConfig, out_dir: str | Path, *, resume: bool = False)
     checkpoint()
     rows = log.rows()
     conv = common.convergence([float(r["step"]) for r in rows], [float(r["loss"]) for r in rows])
+    conv = common.add_validation_trend(conv, val_log.rows(), "dice")
     conv["stopped_by"] = stopped_by
     shape = list(data.shape)
     card = {

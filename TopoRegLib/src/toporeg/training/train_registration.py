@@ -231,6 +231,7 @@ def train(cfg: RegistrationTrainConfig, out_dir: str | Path, *, resume: bool = F
     checkpoint()
     rows = log.rows()
     conv = common.convergence([float(r["step"]) for r in rows], [float(r["total"]) for r in rows])
+    conv = common.add_validation_trend(conv, val_log.rows(), "dice")
     conv["stopped_by"] = stopped_by
     card = _card(cfg, data, step, elapsed_before + budget.elapsed(), dev, final, conv)
     weights, card_path = save_model(model, out / f"{cfg.name}.safetensors", card)

@@ -1,0 +1,136 @@
+"""Static checks of the Slicer module: .ui <-> TopoReg.py names, CMake manifest, syntax, class bases, size limits."""
+
+from __future__ import annotations
+
+import ast
+import py_compile
+import re
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from toporeg_slicer_testing import MODULE_DIR
+
+UI_FILE = MODULE_DIR / "Resources" / "UI" / "TopoReg.ui"
+MODULE_FILE = MODULE_DIR / "TopoReg.py"
+LOGIC_DIR = MODULE_DIR / "TopoRegLogic"
+
+
+def _ui():
+    return ET.parse(UI_FILE).getroot()
+
+
+def _widgets():
+    return {w.get("name"): w for w in _ui().iter("widget")}
+
+
+def _prop(widget, name):
+    prop = next((p for p in widget.findall("property") if p.get("name") == name), None)
+    if prop is None:
+        return None
+    child = next(iter(prop))
+    return child.text if child.tag != "stringlist" else [s.text for s in child]
+
+
+def _module_tree():
+    return ast.parse(MODULE_FILE.read_text())
+
+
+def test_every_ui_attribute_used_in_the_module_exists_in_the_ui_file():
+    used = {node.attr for node in ast.walk(_module_tree())
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
+            and node.value.attr == "ui" and isinstance(node.value.value, ast.Name) and node.value.value.id == "self"}
+    assert used, "TopoReg.py should use self.ui.<widget>"
+    assert used <= set(_widgets()), f"missing in TopoReg.ui: {sorted(used - set(_widgets()))}"
+
+
+def test_ui_parameter_names_are_the_parameter_node_fields():
+    bound = {_prop(w, "SlicerParameterName") for w in _widgets().values()} - {None}
+    cls = next(n for n in _module_tree().body if isinstance(n, ast.ClassDef) and n.name == "TopoRegParameterNode")
+    fields = {stmt.target.id for stmt in cls.body if isinstance(stmt, ast.AnnAssign)}
+    from TopoRegLogic.params import DEFAULTS
+
+    assert bound == fields == set(DEFAULTS)
+
+
+def test_every_mrml_selector_receives_the_scene():
+    widgets = _widgets()
+    selectors = {name for name, w in widgets.items() if w.get("class") == "qMRMLNodeComboBox"}
+    root = _ui().find("widget").get("name")
+    connected = {c.findtext("receiver") for c in _ui().iter("connection")
+                 if c.findtext("sender") == root and c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"
+                 and c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"}
+    assert selectors and selectors == connected
+    for name in selectors:
+        assert _prop(widgets[name], "nodeTypes"), name
+
+
+def test_ui_sections_and_research_use_label():
+    widgets = _widgets()
+    assert widgets["registrationCollapsibleButton"].get("class") == "ctkCollapsibleButton"
+    assert _prop(widgets["registrationCollapsibleButton"], "text") == "Registration"
+    for section in ("topology", "uncertainty", "neuralizer"):
+        button = widgets[f"{section}CollapsibleButton"]
+        assert (_prop(button, "collapsed"), _prop(button, "enabled")) == ("true", "false")
+        assert "arrives with its capability" in _prop(widgets[f"{section}PlaceholderLabel"], "text")
+    assert "Research use only" in _prop(widgets["researchUseLabel"], "text")
+    for name in ("applyButton", "cancelButton", "progressBar", "statusLabel"):
+        assert name in widgets
+    items = [i.find("property/string").text for i in widgets["methodComboBox"].findall("item")]
+    assert items == ["optimize", "learned", "dio", "carl"]
+
+
+def _cmake_listed():
+    text = (MODULE_DIR / "CMakeLists.txt").read_text().replace("${MODULE_NAME}", "TopoReg")
+    listed = set()
+    for block in ("MODULE_PYTHON_SCRIPTS", "MODULE_PYTHON_RESOURCES"):
+        body = re.search(rf"set\({block}\n(.*?)\n\s*\)", text, re.S).group(1)
+        listed |= {line.split("#")[0].strip() for line in body.splitlines()} - {""}
+    return listed
+
+
+def test_cmake_lists_every_module_file_and_nothing_missing():
+    files = {p.relative_to(MODULE_DIR).as_posix() for p in MODULE_DIR.rglob("*")
+             if p.is_file() and "__pycache__" not in p.parts and p.name != "CMakeLists.txt"}
+    listed = _cmake_listed()
+    assert files == listed, f"unlisted: {sorted(files - listed)}; listed but absent: {sorted(listed - files)}"
+
+
+@pytest.mark.parametrize("path", sorted(p.relative_to(MODULE_DIR).as_posix() for p in MODULE_DIR.rglob("*.py")))
+def test_module_python_compiles_and_stays_small(path, tmp_path):
+    py_compile.compile(str(MODULE_DIR / path), cfile=str(tmp_path / "x.pyc"), doraise=True)
+    assert len((MODULE_DIR / path).read_text().splitlines()) < 300
+
+
+def test_module_classes_subclass_the_slicer_bases():
+    bases = {n.name: [ast.unparse(b) for b in n.bases] for n in _module_tree().body if isinstance(n, ast.ClassDef)}
+    assert bases["TopoReg"] == ["ScriptedLoadableModule"]
+    assert bases["TopoRegWidget"] == ["ScriptedLoadableModuleWidget", "VTKObservationMixin"]
+    assert bases["TopoRegLogic"] == ["ScriptedLoadableModuleLogic"]
+    assert bases["TopoRegTest"] == ["ScriptedLoadableModuleTest"]
+
+
+@pytest.mark.parametrize("path", sorted(p.name for p in LOGIC_DIR.glob("*.py")))
+def test_logic_package_is_qt_free_and_imports_toporeg_lazily(path):
+    tree = ast.parse((LOGIC_DIR / path).read_text())
+    top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    names = [a.name for n in top if isinstance(n, ast.Import) for a in n.names]
+    names += [n.module or "" for n in top if isinstance(n, ast.ImportFrom)]
+    assert not [m for m in names if m.split(".")[0] in ("qt", "ctk", "toporeg", "torch", "nibabel", "SimpleITK")]
+    inner = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    inner += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert not [m for m in inner if m.split(".")[0] in ("qt", "ctk")]
+    assert not [n for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "app"
+                and isinstance(n.value, ast.Name) and n.value.id == "slicer"]
+
+
+def test_choices_match_the_library():
+    from toporeg.cli.register_cmd import METHODS
+    from toporeg.registration import PRESETS, TRANSFORM_MODELS, available_similarities
+
+    from TopoRegLogic import params
+
+    assert params.METHODS == METHODS
+    assert params.PRESETS == tuple(PRESETS)
+    assert params.TRANSFORM_MODELS == TRANSFORM_MODELS
+    assert set(params.SIMILARITIES) == set(available_similarities())

@@ -1,0 +1,105 @@
+"""The module widget built from the real .ui file with FAKE qt/ctk/qMRML widgets and a FAKE parameterNodeWrapper,
+over real MRML; Apply runs the real `toporeg` CLI in a child process (SlicerNNUnet-style widget test)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import qt
+import slicer
+
+from toporeg_slicer_testing import blobs, oblique_affine
+from toporeg.io import Volume
+from TopoRegLogic import nodes
+
+TIMEOUT = 300
+
+
+@pytest.fixture
+def widget(mini_slicer):
+    import TopoReg
+
+    scene, affine = mini_slicer.scene, oblique_affine()
+    image = blobs((16, 16, 14), seed=7)
+    fixed = nodes.new_volume_node(scene, Volume(image, affine), "fixed")
+    moving = nodes.new_volume_node(scene, Volume(np.roll(image, 1, axis=0), affine), "moving")
+    parent = slicer.qMRMLWidget()
+    parent.setLayout(qt.QVBoxLayout())
+    module_widget = TopoReg.TopoRegWidget(parent)     # as Slicer does: construct with a parent, then setup()
+    module_widget.setup()
+    qt.QTimer.active.clear()
+    yield module_widget, fixed, moving
+    module_widget.cleanup()
+    qt.QTimer.active.clear()
+
+
+def test_setup_binds_the_parameter_node_and_selects_inputs(widget):
+    w, fixed, moving = widget
+    ui, params = w.ui, w._parameterNode
+    assert ui.fixedVolumeSelector.currentNode() is fixed and ui.movingVolumeSelector.currentNode() is moving
+    assert params.fixedVolume is fixed and params.movingVolume is moving
+    assert ui.fixedVolumeSelector.mrmlScene() is slicer.mrmlScene          # .ui connections carried the scene
+    assert [ui.methodComboBox.model().item(i).isEnabled() for i in range(4)] == [True, False, False, False]
+    assert ui.applyButton.enabled and not ui.cancelButton.enabled
+    ui.presetComboBox.currentIndex = ui.presetComboBox.findText("fast")      # GUI -> parameter node
+    assert params.preset == "fast" and params.parameterNode.GetParameter("preset") == "fast"
+    params.similarity = "nmi"                                                 # parameter node -> GUI
+    assert ui.similarityComboBox.currentText == "nmi"
+    ui.showJacobianCheckBox.checked = False
+    assert params.parameterNode.GetParameter("showJacobian") == "False"
+
+
+def test_apply_is_disabled_with_the_reason_when_inputs_are_incomplete(widget):
+    w, fixed, _ = widget
+    w.ui.movingVolumeSelector.setCurrentNode(fixed)
+    assert not w.ui.applyButton.enabled and "must be different" in w.ui.applyButton.toolTip
+    w.ui.movingVolumeSelector.setCurrentNode(None)
+    assert not w.ui.applyButton.enabled and "select a fixed and a moving volume" in w.ui.applyButton.toolTip
+
+
+def test_apply_runs_the_cli_in_the_background_and_shows_the_result(widget):
+    w, fixed, moving = widget
+    ui = w.ui
+    ui.presetComboBox.currentIndex = ui.presetComboBox.findText("fast")
+    ui.deviceComboBox.currentIndex = ui.deviceComboBox.findText("cpu")
+    output = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "warped")
+    ui.outputVolumeSelector.setCurrentNode(output)
+    ui.applyButton.click()
+    assert ui.statusLabel.text == "Running..." and ui.cancelButton.enabled and not ui.applyButton.enabled
+    assert ui.progressBar.visible and qt.QTimer.active
+    start, values = time.monotonic(), []
+    while qt.QTimer.active and time.monotonic() - start < TIMEOUT:
+        qt.QTimer.fire_all()                                 # what the 200 ms QTimer does in Slicer
+        values.append(ui.progressBar.value)
+        time.sleep(0.05)
+    assert ui.statusLabel.text.startswith("Done in "), ui.statusLabel.text
+    assert "folding" in ui.statusLabel.text and ui.progressBar.value == 100
+    assert values == sorted(values) and len(set(values)) > 2                 # progress moved forward
+    assert ui.applyButton.enabled and not ui.cancelButton.enabled
+    transform = w._parameterNode.outputTransform
+    assert transform is not None and transform.IsA("vtkMRMLGridTransformNode")
+    assert ui.outputTransformSelector.currentNode() is transform             # written back, shown in the GUI
+    assert moving.GetParentTransformNode() is transform
+    np.testing.assert_array_equal(nodes.ijk_to_ras(output), nodes.ijk_to_ras(fixed))
+    assert output.GetImageData().GetDimensions() == fixed.GetImageData().GetDimensions()
+
+
+def test_apply_with_bad_input_shows_one_line_error(widget, monkeypatch):
+    w, fixed, _ = widget
+    monkeypatch.setattr(w.logic, "inputProblem", lambda params: "")   # let the click through to the logic
+    w._parameterNode.movingVolume = fixed
+    w.ui.applyButton.enabled = True
+    w.ui.applyButton.click()
+    assert w.ui.statusLabel.text == "Error: fixed and moving volumes must be different"
+    assert not qt.QTimer.active and w._runner is None
+
+
+def test_cancel_button_asks_the_logic_to_cancel(widget, monkeypatch):
+    w, _, _ = widget
+    calls = []
+    monkeypatch.setattr(w.logic, "cancel", lambda: calls.append(1))
+    w.ui.cancelButton.enabled = True
+    w.ui.cancelButton.click()
+    assert calls == [1] and w.ui.statusLabel.text == "Cancelling..."
