@@ -107,3 +107,20 @@ def test_2d_vs_3d_pair_is_refused(pair, tmp_path, capsys):
     flat = save_volume(Volume(smooth_blobs((20, 20)), np.eye(4)), tmp_path / "flat.nii.gz")
     assert main(["register", str(fixed), str(flat), "--out", str(tmp_path / "o"), *FAST]) == 2
     assert "2D moving image to a 3D fixed image" in capsys.readouterr().err
+
+
+def test_learned_method_runs_a_saved_model_and_writes_uncertainty(pair, tmp_path):
+    """Wiring of --method learned --model: an (untrained) tiny VoxelMorph-diff saved with its card."""
+    from toporeg.models.voxelmorph_diff import VoxelMorphDiff
+    from toporeg.models.weights import save_model
+
+    weights, _ = save_model(VoxelMorphDiff(3, encoder=(4, 8), decoder=(8,), final_convs=(8,)), tmp_path / "tiny",
+                            {"input_domain": {"shape": [16, 16, 16], "spacing_mm": [2.0, 2.0, 2.0]}})
+    fixed, moving, _ = pair
+    out = tmp_path / "learned"
+    assert main(["register", str(fixed), str(moving), "--out", str(out), "--method", "learned",
+                 "--model", str(weights), *FAST]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["method"] == "learned"
+    unc = load_volume(out / "uncertainty.nii.gz")
+    assert unc.grid_shape == load_volume(fixed).grid_shape and np.all(np.isfinite(unc.data))

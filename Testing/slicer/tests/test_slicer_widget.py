@@ -4,15 +4,19 @@ over real MRML; Apply runs the real `toporeg` CLI in a child process (SlicerNNUn
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import qt
+import SimpleITK as sitk
 import slicer
+import slicer.util
 
-from toporeg_slicer_testing import blobs, oblique_affine
+from toporeg_slicer_testing import blobs, correlation, oblique_affine
 from toporeg.io import Volume
 from TopoRegLogic import nodes
+from TopoRegLogic import transform_nodes as tn
 
 TIMEOUT = 300
 
@@ -66,6 +70,7 @@ def test_apply_runs_the_cli_in_the_background_and_shows_the_result(widget):
     ui.deviceComboBox.currentIndex = ui.deviceComboBox.findText("cpu")
     output = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "warped")
     ui.outputVolumeSelector.setCurrentNode(output)
+    w.logic.registration.keep_temp = True                    # to read the CLI's files independently below
     ui.applyButton.click()
     assert ui.statusLabel.text == "Running..." and ui.cancelButton.enabled and not ui.applyButton.enabled
     assert ui.progressBar.visible and qt.QTimer.active
@@ -84,6 +89,16 @@ def test_apply_runs_the_cli_in_the_background_and_shows_the_result(widget):
     assert moving.GetParentTransformNode() is transform
     np.testing.assert_array_equal(nodes.ijk_to_ras(output), nodes.ijk_to_ras(fixed))
     assert output.GetImageData().GetDimensions() == fixed.GetImageData().GetDimensions()
+    # the CLI's displacement.nii.gz read by SimpleITK (LPS vectors, [k, j, i] array) is the grid transform's field
+    (work,) = Path(slicer.app.temporaryPath).glob("TopoReg-*")
+    itk_field = sitk.GetArrayFromImage(sitk.ReadImage(str(work / "out" / "displacement.nii.gz")))
+    np.testing.assert_allclose(slicer.util.arrayFromGridTransform(transform), itk_field * [-1, -1, 1], atol=1e-5)
+    # and Slicer resamples the moving volume through it onto the library's warped image
+    resampled = nodes.volume_from_node(tn.resample_on_fixed(moving, fixed)).data
+    warped = nodes.volume_from_node(output).data
+    inside = np.zeros(warped.shape, bool)
+    inside[2:-2, 2:-2, 2:-2] = True
+    assert correlation(resampled[inside], warped[inside]) > 0.999
 
 
 def test_apply_with_bad_input_shows_one_line_error(widget, monkeypatch):

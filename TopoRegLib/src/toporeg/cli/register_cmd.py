@@ -37,12 +37,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--initial-transform", type=Path,
                    help="linear transform fixed→moving: ITK .tfm/.mat/.h5 (LPS) or a 4x4 RAS matrix .txt")
     p.add_argument("--regularization", type=float, default=None, help="smoothness weight (default per preset)")
+    p.add_argument("--model", type=Path, help="--method learned: trained weights (.safetensors with its .json card)")
+    p.add_argument("--refine", type=int, default=0, metavar="N",
+                   help="--method learned: refine the network's field with N optimisation iterations")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.method != "optimize":
+    if args.method in ("dio", "carl"):
         raise InputError(f"--method {args.method} is not available in this version; use --method optimize")
+    if args.method == "learned" and args.model is None:
+        raise InputError("--method learned needs --model PATH (no trained model is bundled yet; "
+                         "train one with `toporeg train registration`)")
     return run_with_outputs(args, "register", _register)
 
 
@@ -57,13 +63,20 @@ def _register(args: argparse.Namespace, out: Path, progress, timings) -> dict:
         initial = load_affine(args.initial_transform) if args.initial_transform else None
     settings = preset(args.preset, transform=args.transform, similarity=args.similarity,
                       regularization=args.regularization)
-    result = run_registration(fixed, moving, settings, fixed_mask=fixed_mask, moving_mask=moving_mask,
-                              weights=weights, initial_transform=initial, progress=progress.sub("register", 0, 0.95),
-                              device=args.device)
+    if args.method == "learned":
+        from ..models.inference import learned_register
+
+        result = learned_register(fixed, moving, args.model, refine_iterations=args.refine, affine_settings=settings,
+                                  fixed_mask=fixed_mask, moving_mask=moving_mask,
+                                  progress=progress.sub("register", 0, 0.95), device=args.device)
+    else:
+        result = run_registration(fixed, moving, settings, fixed_mask=fixed_mask, moving_mask=moving_mask,
+                                  weights=weights, initial_transform=initial,
+                                  progress=progress.sub("register", 0, 0.95), device=args.device)
     with timings.stage("save"):
         files = result.save(out, moving_labels=labels)
         save_affine_itk(result.affine_ras, out / "affine.tfm")
         files["affine"] = "affine.tfm"
     timings.update({f"registration.{k}": v for k, v in result.timings.items()})
-    return {"method": "optimize", "preset": args.preset, "files": files, "metrics": result.summary(),
+    return {"method": args.method, "preset": args.preset, "files": files, "metrics": result.summary(),
             "registration_settings": result.settings, "messages": result.messages}

@@ -14,7 +14,8 @@ from ..progress import Progress
 from ..transforms.affine import affine_coordinates
 from ..transforms.sampling import sample
 from .problem import Problem
-from .pyramid import make_level
+from .device import threads_for_grid
+from .pyramid import Level, make_level
 from .settings import RegistrationSettings
 from .similarity import Similarity
 
@@ -105,16 +106,18 @@ def optimise_affine(problem: Problem, settings: RegistrationSettings, similarity
     total = sum(n for _, n, _ in passes)
     done = 0
     for factor, iterations, rigid in passes:
-        _optimise_level(model, problem, settings, similarity, factor, iterations, rigid,
-                        lambda i, loss: progress.update("affine", (done + i) / max(total, 1),
-                                                        f"{'rigid' if rigid else 'affine'} level 1/{factor}: loss {loss:.4f}"))
+        level = make_level(problem.fixed.grid_shape, factor)
+        with threads_for_grid(int(np.prod(level.shape)), problem.device):
+                _optimise_level(model, problem, settings, similarity, level, iterations, rigid,
+                            lambda i, loss: progress.update("affine", (done + i) / max(total, 1),
+                                                            f"{'rigid' if rigid else 'affine'} level 1/{factor}: "
+                                                            f"loss {loss:.4f}"))
         done += iterations
     return model
 
 
 def _optimise_level(model: AffineModel, problem: Problem, settings: RegistrationSettings, similarity: Similarity,
-                    factor: int, iterations: int, rigid: bool, report) -> None:
-    level = make_level(problem.fixed.grid_shape, factor)
+                    level: Level, iterations: int, rigid: bool, report) -> None:
     fixed_l, weight_l = problem.fixed_on(level)
     moving_blur = problem.moving_for(level)
     to_fixed = torch.as_tensor(level.to_fixed_voxels(), dtype=torch.float64, device=problem.device)

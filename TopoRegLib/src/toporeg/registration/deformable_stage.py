@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..filters import gaussian_smooth
@@ -19,7 +20,8 @@ from ..transforms.integration import integrate_svf
 from ..transforms.sampling import resize_displacement, sample, warp
 from .affine_stage import _plateaued
 from .problem import Problem
-from .pyramid import make_level
+from .device import threads_for_grid
+from .pyramid import Level, make_level
 from .regularizers import REGULARIZERS
 from .settings import RegistrationSettings
 from .similarity import Similarity
@@ -44,46 +46,56 @@ class DeformableField:
 
 def optimise_deformable(problem: Problem, voxel_map: torch.Tensor, settings: RegistrationSettings,
                         similarity: Similarity, progress: Progress) -> DeformableField:
-    is_svf = settings.transform == "svf"
-    regularizer = REGULARIZERS[settings.regularizer]
     total = sum(settings.iterations)
     done = 0
     param: torch.Tensor | None = None
     for index, (factor, iterations) in enumerate(zip(settings.levels, settings.iterations)):
         level = make_level(problem.fixed.grid_shape, factor)
-        ctrl_shape = tuple(max(n // settings.field_factor, 4) if settings.field_factor > 1 else n for n in level.shape)
-        fixed_l, weight_l = problem.fixed_on(level)
-        m_level = voxel_map @ torch.as_tensor(level.to_fixed_voxels(), dtype=torch.float64, device=problem.device)
-        coords = affine_coordinates(m_level.float(), level.shape, device=problem.device)
-        with torch.no_grad():
-            moving_l = sample(problem.moving_for(level), coords)
-            mmask_l = None if problem.moving_mask is None else sample(problem.moving_mask, coords)
-        if param is None:
-            param = torch.zeros(1, problem.ndim, *ctrl_shape, device=problem.device)
-        else:
-            param = resize_displacement(gaussian_smooth(param, settings.field_sigma), ctrl_shape)
-        param = param.detach().requires_grad_(True)
-        optimiser = torch.optim.Adam([param], lr=settings.learning_rate * settings.level_lr_decay**index)
-        history: list[float] = []
-        for i in range(iterations):
-            optimiser.zero_grad()
-            velocity = gaussian_smooth(param, settings.field_sigma)
-            field = DeformableField(velocity, is_svf, settings.svf_steps)
-            u = field.displacement(level.shape)
-            warped = warp(moving_l, u)
-            weight = weight_l
-            if mmask_l is not None:
-                mm = warp(mmask_l, u)
-                weight = mm if weight is None else weight * mm
-            loss = similarity(warped, fixed_l, weight) + settings.regularization * regularizer(velocity)
-            loss.backward()
-            optimiser.step()
-            history.append(float(loss.detach()))
-            progress.update("deformable", (done + i + 1) / max(total, 1),
-                            f"level 1/{factor} iteration {i + 1}/{iterations}: loss {history[-1]:.4f}")
-            if _plateaued(history, settings):
-                break
+        with threads_for_grid(int(np.prod(level.shape)), problem.device):
+            param = _optimise_level(problem, voxel_map, settings, similarity, level, index, iterations, param,
+                                    lambda i, loss, f=factor, n=iterations: progress.update(
+                                        "deformable", (done + i) / max(total, 1),
+                                        f"level 1/{f} iteration {i}/{n}: loss {loss:.4f}"))
         done += iterations
     with torch.no_grad():
         velocity = gaussian_smooth(param.detach(), settings.field_sigma)
-    return DeformableField(velocity, is_svf, settings.svf_steps)
+    return DeformableField(velocity, settings.transform == "svf", settings.svf_steps)
+
+
+def _optimise_level(problem: Problem, voxel_map: torch.Tensor, settings: RegistrationSettings,
+                    similarity: Similarity, level: Level, index: int, iterations: int,
+                    param: torch.Tensor | None, report) -> torch.Tensor:
+    """Adam on the (smoothed) field parameter of one pyramid level; returns the parameter."""
+    is_svf = settings.transform == "svf"
+    regularizer = REGULARIZERS[settings.regularizer]
+    ctrl_shape = tuple(max(n // settings.field_factor, 4) if settings.field_factor > 1 else n for n in level.shape)
+    fixed_l, weight_l = problem.fixed_on(level)
+    m_level = voxel_map @ torch.as_tensor(level.to_fixed_voxels(), dtype=torch.float64, device=problem.device)
+    coords = affine_coordinates(m_level.float(), level.shape, device=problem.device)
+    with torch.no_grad():
+        moving_l = sample(problem.moving_for(level), coords)
+        mmask_l = None if problem.moving_mask is None else sample(problem.moving_mask, coords)
+    if param is None:
+        param = torch.zeros(1, problem.ndim, *ctrl_shape, device=problem.device)
+    else:
+        param = resize_displacement(gaussian_smooth(param, settings.field_sigma), ctrl_shape)
+    param = param.detach().requires_grad_(True)
+    optimiser = torch.optim.Adam([param], lr=settings.learning_rate * settings.level_lr_decay**index)
+    history: list[float] = []
+    for i in range(iterations):
+        optimiser.zero_grad()
+        velocity = gaussian_smooth(param, settings.field_sigma)
+        u = DeformableField(velocity, is_svf, settings.svf_steps).displacement(level.shape)
+        warped = warp(moving_l, u)
+        weight = weight_l
+        if mmask_l is not None:
+            mm = warp(mmask_l, u)
+            weight = mm if weight is None else weight * mm
+        loss = similarity(warped, fixed_l, weight) + settings.regularization * regularizer(velocity)
+        loss.backward()
+        optimiser.step()
+        history.append(float(loss.detach()))
+        report(i + 1, history[-1])
+        if _plateaued(history, settings):
+            break
+    return param
