@@ -5,13 +5,13 @@ work happens in the Qt-free `TopoRegLogic` package (tested headless with slicer-
 """
 
 import logging
-from typing import Annotated
+from typing import Annotated, Optional, Union
 
 import qt
 import slicer
 import vtk
-from slicer import (vtkMRMLDisplayableNode, vtkMRMLLinearTransformNode, vtkMRMLMarkupsFiducialNode,
-                    vtkMRMLScalarVolumeNode, vtkMRMLTransformNode)
+from slicer import (vtkMRMLLabelMapVolumeNode, vtkMRMLLinearTransformNode, vtkMRMLMarkupsFiducialNode,
+                    vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTransformNode)
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
@@ -49,8 +49,9 @@ class TopoRegParameterNode:
     preset: Annotated[str, Choice(list(PRESETS))] = "default"
     transformModel: Annotated[str, Choice(list(TRANSFORM_MODELS))] = "svf"
     similarity: Annotated[str, Choice(list(SIMILARITIES))] = "lncc"
-    fixedMask: vtkMRMLDisplayableNode       # labelmap volume or segmentation (the .ui selector restricts it)
-    movingMask: vtkMRMLDisplayableNode
+    # a node Union needs None in it for the wrapper; stored as fixedMask_0 (labelmap) / _1 (segmentation) / _2 (none)
+    fixedMask: Optional[Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode]]
+    movingMask: Optional[Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode]]
     initialTransform: vtkMRMLLinearTransformNode
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
     outputTransform: vtkMRMLTransformNode
@@ -89,9 +90,13 @@ class TopoRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # noqa:
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
         self.initializeParameterNode()
 
-    def cleanup(self):
+    def _stopRun(self):
         if self._runner is not None and self._runner.running:
             self._runner.kill()
+            self._runner.wait(timeout=10)  # finishes the run: temporary files removed, status "Cancelled"
+
+    def cleanup(self):
+        self._stopRun()
         if self._timer is not None:
             self._timer.stop()
         self.removeObservers()
@@ -106,8 +111,7 @@ class TopoRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # noqa:
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
 
     def onSceneStartClose(self, caller, event):
-        if self._runner is not None and self._runner.running:
-            self._runner.kill()
+        self._stopRun()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
@@ -116,10 +120,11 @@ class TopoRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # noqa:
 
     def initializeParameterNode(self):
         self.setParameterNode(self.logic.getParameterNode())
-        if not self._parameterNode.fixedVolume or not self._parameterNode.movingVolume:
+        params = self._parameterNode
+        if not params.fixedVolume and not params.movingVolume:  # save clicks: the first two volumes
             volumes = [n for n in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode") if not nodes.is_labelmap(n)]
-            if len(volumes) >= 2 and not self._parameterNode.fixedVolume and not self._parameterNode.movingVolume:
-                self._parameterNode.fixedVolume, self._parameterNode.movingVolume = volumes[0], volumes[1]
+            if len(volumes) >= 2:
+                params.fixedVolume, params.movingVolume = volumes[0], volumes[1]
 
     def setParameterNode(self, inputParameterNode):
         if self._parameterNode:

@@ -99,7 +99,7 @@ def pytorch_utils_installer():
         return None
     logic = PyTorchUtils.PyTorchUtilsLogic()
     return (lambda: bool(logic.torchInstalled()),
-            lambda: logic.installTorch(askConfirmation=True))
+            lambda: logic.installTorch(askConfirmation=False))  # ensure_dependencies asked already
 
 
 def ensure_dependencies(ask: Callable[[str], bool], *, pip_install: Callable[[list[str]], None] = default_pip_install,

@@ -1,9 +1,9 @@
 """Registration parameters: one set of names for the parameter node, the GUI, batch scripts and the CLI.
 
 `TopoReg.py` declares the typed parameter node (`slicer.parameterNodeWrapper`) with exactly these field
-names; the wrapper stores a `str`/`bool` field `x` as `parameterNode.GetParameter("x")` and a node field
-as `parameterNode.GetNodeReference("x")`, so `params_from_parameter_node` can read a saved scene's
-parameter node without the wrapper (batch scripts, tests, older Slicer versions).
+names; the wrapper stores a `str`/`bool` field `x` as `parameterNode.GetParameter("x")`, a node field as
+`parameterNode.GetNodeReference("x")` and a node-Union field under `x_<index>` (see UNION_FIELDS), so
+`params_from_parameter_node` can read a saved scene's parameter node without the wrapper (batch scripts, tests).
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ DEVICES = ("auto", "cpu", "cuda")
 
 NODE_FIELDS = ("fixedVolume", "movingVolume", "fixedMask", "movingMask", "initialTransform",
                "outputTransform", "outputVolume", "fixedLandmarks", "movingLandmarks")
+MASK_CLASSES = ("vtkMRMLLabelMapVolumeNode", "vtkMRMLSegmentationNode")
+# Optional[Union[labelmap, segmentation]]: the wrapper's UnionSerializer stores `<name>_<index>` (index of the
+# matching class, len(MASK_CLASSES) for None)
+UNION_FIELDS = {"fixedMask": MASK_CLASSES, "movingMask": MASK_CLASSES}
 BOOL_FIELDS = ("applyToMoving", "showJacobian")
 
 
@@ -75,7 +79,10 @@ def params_from_parameter_node(node) -> RegistrationParams:
     """Read a vtkMRMLScriptedModuleNode written by the module's parameter node wrapper."""
     values: dict[str, Any] = {}
     for name, default in DEFAULTS.items():
-        if name in NODE_FIELDS:
+        if name in UNION_FIELDS:
+            refs = (node.GetNodeReference(f"{name}_{i}") for i in range(len(UNION_FIELDS[name])))
+            values[name] = next((r for r in refs if r is not None), None)
+        elif name in NODE_FIELDS:
             values[name] = node.GetNodeReference(name)
         elif node.GetParameter(name):
             text = node.GetParameter(name)
@@ -91,7 +98,16 @@ def write_parameter_node(node, params: Any) -> None:
     try:
         for name in DEFAULTS:
             value = get(params, name)
-            if name in NODE_FIELDS:
+            if name in UNION_FIELDS:
+                classes = UNION_FIELDS[name]
+                for i in range(len(classes) + 1):
+                    node.UnsetParameter(f"{name}_{i}")
+                    node.RemoveNodeReferenceIDs(f"{name}_{i}")
+                index = len(classes) if value is None else next(i for i, c in enumerate(classes) if value.IsA(c))
+                node.SetParameter(f"{name}_{index}", "True" if value is None else "")
+                if value is not None:
+                    node.SetNodeReferenceID(f"{name}_{index}", value.GetID())
+            elif name in NODE_FIELDS:
                 node.SetParameter(name, "")
                 node.SetNodeReferenceID(name, value.GetID() if value is not None else None)
             elif name in BOOL_FIELDS:

@@ -24,7 +24,7 @@ import numpy as np
 from . import landmarks, nodes
 from . import transform_nodes as tn
 from .outputs import RegistrationOutputs, outputs_from_directory, outputs_from_result
-from .params import (AVAILABLE_METHODS, DEVICES, METHODS, PRESETS, SIMILARITIES, TRANSFORM_MODELS, get)
+from .params import (AVAILABLE_METHODS, DEVICES, METHODS, PRESETS, SIMILARITIES, TRANSFORM_MODELS, as_params, get)
 from .runner import CliRunner, popen_launcher
 
 JACOBIAN_REFERENCE = "TopoReg.Jacobian"
@@ -160,18 +160,20 @@ class RegistrationLogic:
         if self.runner is not None and self.runner.running:
             raise nodes.input_error("a registration is already running")
         inputs = self.collect_inputs(params)
+        snapshot = as_params(params)  # later GUI edits must not change what this run's results are applied to
         if self.temp_root is not None:
             Path(self.temp_root).mkdir(parents=True, exist_ok=True)
         work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="TopoReg-", dir=self.temp_root))
         work.mkdir(parents=True, exist_ok=True)
         out_dir = work / "out"
-        args = self.cli_arguments(params, self.write_inputs(inputs, work), out_dir)
+        args = self.cli_arguments(snapshot, self.write_inputs(inputs, work), out_dir)
 
         def finished(runner: CliRunner) -> None:
             ok, status = False, ""
             try:
                 if runner.state == "succeeded":
-                    status, ok = self.apply_results(params, outputs_from_directory(out_dir)), True
+                    status, ok = self.apply_results(snapshot, outputs_from_directory(out_dir)), True
+                    _set(params, "outputTransform", snapshot.outputTransform)
                 elif runner.state == "cancelled":
                     status = "Cancelled; no outputs were written."
                 else:

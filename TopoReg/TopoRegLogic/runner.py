@@ -110,8 +110,17 @@ class PopenProcess:
         return self._drain(self._err)
 
     def kill(self) -> None:
-        if self._proc.poll() is None:
-            self._proc.kill()
+        """Kill the process and its children (a `PythonSlicer` launcher starts the real Python as a child)."""
+        if self._proc.poll() is not None:
+            return
+        try:
+            import psutil
+
+            for child in psutil.Process(self._proc.pid).children(recursive=True):
+                child.kill()
+        except Exception:  # noqa: BLE001 - psutil missing or the process already gone: kill the parent only
+            pass
+        self._proc.kill()
 
 
 def popen_launcher(argv: list[str], env: dict | None = None) -> PopenProcess:

@@ -5,9 +5,7 @@ Desktop Slicer's `qt` module does not exist in the slicer-core wheel. This fake 
 
 - `Signal` with `connect` / `disconnect` / `emit`, and PythonQt's `obj.connect("clicked(bool)", slot)`;
   like PythonQt, a slot taking fewer arguments than the signal sends is called with the first ones.
-- `QUiLoader().load(QFile(path))` parses the Qt Designer XML and builds a tree of fake widgets with the
-  file's object names, properties (including dynamic ones such as `SlicerParameterName`) and its
-  `mrmlSceneChanged(vtkMRMLScene*)` -> `setMRMLScene(vtkMRMLScene*)` connections.
+- `QUiLoader().load(QFile(path))` (in fake_qt_uiloader.py) builds these widgets from a Qt Designer file.
 - `QTimer` never fires by itself: tests call `QTimer.fire_all()` (or `timer.timeout.emit()`).
 Nothing is drawn; no event loop exists.
 """
@@ -15,8 +13,6 @@ Nothing is drawn; no event loop exists.
 from __future__ import annotations
 
 import inspect
-import xml.etree.ElementTree as ET
-from pathlib import Path
 
 
 class Signal:
@@ -347,85 +343,4 @@ class QMessageBox:
         return QMessageBox.answer
 
 
-class QFile:
-    ReadOnly = 1
-
-    def __init__(self, path):
-        self.path = str(path)
-
-    def exists(self):
-        return Path(self.path).is_file()
-
-    def open(self, _mode):
-        return True
-
-    def close(self):
-        pass
-
-
-class QUiLoader:
-    """Builds fake widgets from a .ui file; unknown classes become plain `QWidget`s with the class name."""
-
-    def load(self, qfile, parent=None):
-        import ctk  # the fake ctk (ctkCollapsibleButton)
-        from fake_slicer_widgets import WIDGET_CLASSES as slicer_classes
-
-        classes = {**{n: c for n, c in globals().items() if isinstance(c, type) and issubclass(c, QObject)},
-                   "ctkCollapsibleButton": ctk.ctkCollapsibleButton, **slicer_classes}
-        root_xml = ET.parse(qfile.path).getroot()
-        by_name = {}
-
-        def build(element, parent_widget):
-            cls_name = element.get("class")
-            widget = classes.get(cls_name, QWidget)(parent_widget)
-            widget._class_name, widget.name = cls_name, element.get("name", "")
-            by_name[widget.name] = widget
-            for prop in element.findall("property"):
-                widget.setProperty(prop.get("name"), _value(prop))
-            if isinstance(widget, QComboBox):
-                for item in element.findall("item"):
-                    widget.addItem(_value(item.find("property")))
-            for child in element.iter():
-                if child is not element and child.tag == "widget" and _nearest_widget(element, child):
-                    build(child, widget)
-            return widget
-
-        root = build(root_xml.find("widget"), parent)
-        for connection in root_xml.iter("connection"):
-            sender, receiver = by_name.get(connection.findtext("sender")), by_name.get(connection.findtext("receiver"))
-            if sender is not None and receiver is not None:
-                slot = getattr(receiver, connection.findtext("slot").split("(")[0])
-                sender.connect(connection.findtext("signal"), slot)
-        return root
-
-
-def _nearest_widget(ancestor, element) -> bool:
-    """True when `ancestor` is the closest <widget> above `element` (layouts/items in between)."""
-    def walk(node, path):
-        for child in node:
-            if child is element:
-                return path
-            found = walk(child, path + [child] if child.tag == "widget" else path)
-            if found is not None:
-                return found
-        return None
-
-    return walk(ancestor, []) == []
-
-
-def _value(prop):
-    child = next(iter(prop), None)
-    if child is None:
-        return None
-    if child.tag == "bool":
-        return child.text == "true"
-    if child.tag in ("number", "enum"):
-        try:
-            return int(child.text)
-        except (TypeError, ValueError):
-            return child.text
-    if child.tag == "double":
-        return float(child.text)
-    if child.tag == "stringlist":
-        return [s.text or "" for s in child.findall("string")]
-    return child.text or ""
+from fake_qt_uiloader import QFile, QUiLoader  # noqa: E402,F401 - the .ui loader lives in its own file

@@ -39,7 +39,7 @@ def import_slicer():
         for entry in hidden:
             sys.path.remove(entry)
         try:
-            import slicer  # noqa: F401
+            importlib.import_module("slicer")
         finally:
             sys.path[:0] = hidden
     import slicer

@@ -76,6 +76,7 @@ def test_parameter_node_and_outputs_survive_scene_save_and_reload(mini_slicer, t
     params = logic.getParameterNode()
     params.fixedVolume, params.movingVolume = fixed, moving
     params.preset, params.similarity, params.device, params.showJacobian = "accurate", "nmi", "cpu", False
+    params.fixedMask = nodes.new_volume_node(scene, Volume(np.ones((10, 12, 9), np.uint8), affine, is_label=True), "m")
     u = np.random.default_rng(1).normal(size=(10, 12, 9, 3))
     logic.registration.apply_results(params, RegistrationOutputs(displacement_ras=u, fixed_affine=affine))
     assert params.outputTransform is not None
@@ -91,6 +92,7 @@ def test_parameter_node_and_outputs_survive_scene_save_and_reload(mini_slicer, t
     assert (node.preset, node.similarity, node.device, node.showJacobian, node.applyToMoving) == \
         ("accurate", "nmi", "cpu", False, True)
     assert node.fixedVolume.GetName() == "fixed" and node.movingVolume.GetName() == "moving"
+    assert node.fixedMask.GetName() == "m" and node.fixedMask.IsA("vtkMRMLLabelMapVolumeNode") and not node.movingMask
     np.testing.assert_array_equal(nodes.volume_from_node(node.fixedVolume).data, blobs((10, 12, 9), seed=1))
     np.testing.assert_allclose(nodes.ijk_to_ras(node.fixedVolume), affine, atol=1e-9)
     np.testing.assert_allclose(tn.displacement_from_node(node.outputTransform), u, atol=1e-6)
@@ -104,11 +106,19 @@ def test_parameter_node_and_outputs_survive_scene_save_and_reload(mini_slicer, t
 def test_plain_parameter_writer_matches_the_wrapper_storage(mini_slicer):
     import TopoReg
 
+    scene = mini_slicer.scene
     params = TopoReg.TopoRegLogic().getParameterNode()
-    raw = mini_slicer.scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", "raw")
+    params.fixedVolume = nodes.new_volume_node(scene, Volume(blobs((4, 4, 4)), np.eye(4)), "f")
+    params.movingMask = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "seg")
+    params.preset = "fast"
+    raw = scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", "raw")
     write_parameter_node(raw, params_from_parameter_node(params.parameterNode))
-    for name in params.allParameters:
-        assert raw.GetParameter(name) == params.parameterNode.GetParameter(name), name
+    wrapped = params.parameterNode
+    assert set(raw.GetParameterNames()) == set(wrapped.GetParameterNames())
+    for name in wrapped.GetParameterNames():
+        assert raw.GetParameter(name) == wrapped.GetParameter(name), name
+        assert raw.GetNodeReferenceID(name) == wrapped.GetNodeReferenceID(name), name
+    assert raw.GetNodeReference("movingMask_1") is params.movingMask
 
 
 def test_batch_script_registers_a_folder_of_pairs(mini_slicer, tmp_path):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import py_compile
 import re
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -134,3 +136,14 @@ def test_choices_match_the_library():
     assert params.PRESETS == tuple(PRESETS)
     assert params.TRANSFORM_MODELS == TRANSFORM_MODELS
     assert set(params.SIMILARITIES) == set(available_similarities())
+
+
+def test_importing_slicer_with_testing_on_sys_path_is_harmless():
+    """slicer-core scans every `slicer/` folder on sys.path: Testing/slicer/ must contribute nothing but an inert
+    conftest (test modules live in tests/, helpers in support/ and fakes/, none of which is a package)."""
+    testing = str(MODULE_DIR.parent / "Testing")
+    code = (f"import sys; sys.path.insert(0, {testing!r}); import slicer; "
+            "print(sorted(m for m in sys.modules if m.startswith('slicer.') and not m.startswith('slicer.slicer_')"
+            " and m != 'slicer.util')); print(hasattr(slicer, 'pytest_plugin_registered'), hasattr(slicer, 'qt'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out == ["['slicer.conftest']", "False False"]

@@ -55,6 +55,33 @@ def test_setup_binds_the_parameter_node_and_selects_inputs(widget):
     assert params.parameterNode.GetParameter("showJacobian") == "False"
 
 
+def test_ui_node_types_agree_with_the_parameter_annotations(widget):
+    """Slicer's connector replaces a selector's nodeTypes with the annotation's: the .ui must not promise others."""
+    import xml.etree.ElementTree as ET
+
+    from toporeg_slicer_testing import MODULE_DIR
+
+    w, _, _ = widget
+    root = ET.parse(MODULE_DIR / "Resources" / "UI" / "TopoReg.ui").getroot()
+    for element in root.iter("widget"):
+        if element.get("class") == "qMRMLNodeComboBox":
+            declared = [s.text for s in element.find("property[@name='nodeTypes']/stringlist")]
+            assert getattr(w.ui, element.get("name")).nodeTypes == declared, element.get("name")
+
+
+def test_mask_union_is_stored_like_slicers_union_serializer(widget, mini_slicer):
+    w, fixed, _ = widget
+    params, raw = w._parameterNode, w._parameterNode.parameterNode
+    assert raw.GetParameter("fixedMask_2") == "True" and params.fixedMask is None
+    segmentation = mini_slicer.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "seg")
+    w.ui.fixedMaskSelector.setCurrentNode(segmentation)
+    assert params.fixedMask is segmentation and raw.GetNodeReference("fixedMask_1") is segmentation
+    assert not raw.GetParameter("fixedMask_2")
+    from TopoRegLogic.params import params_from_parameter_node
+
+    assert params_from_parameter_node(raw).fixedMask is segmentation
+
+
 def test_apply_is_disabled_with_the_reason_when_inputs_are_incomplete(widget):
     w, fixed, _ = widget
     w.ui.movingVolumeSelector.setCurrentNode(fixed)
@@ -118,3 +145,15 @@ def test_cancel_button_asks_the_logic_to_cancel(widget, monkeypatch):
     w.ui.cancelButton.enabled = True
     w.ui.cancelButton.click()
     assert calls == [1] and w.ui.statusLabel.text == "Cancelling..."
+
+
+def test_closing_the_scene_stops_a_running_registration(widget):
+    w, _, moving = widget
+    w.ui.applyButton.click()
+    runner = w._runner
+    assert runner.running
+    slicer.mrmlScene.Clear()                                   # StartCloseEvent: the child process is killed
+    assert runner.state == "cancelled" and not runner.running
+    assert w.ui.statusLabel.text == "Cancelled; no outputs were written."
+    assert not list(Path(slicer.app.temporaryPath).glob("TopoReg-*"))
+    assert not slicer.util.getNodesByClass("vtkMRMLGridTransformNode")

@@ -1,10 +1,13 @@
 """FAKE `slicer.parameterNodeWrapper` for TopoReg's tests (the real package imports qt/ctk widgets).
 
 It stores values exactly as Slicer's serializers do (Base/Python/slicer/parameterNodeWrapper/serializers.py):
-str/Choice -> `SetParameter(name, value)`; bool -> "True"/"False"; int/float -> `str(value)`; a node (or a
-Union of node classes) -> `SetParameter(name, "")` + `SetNodeReferenceID(name, id)`. Missing parameters
-are written with their defaults when the wrapper is created, as in the real `_initMethod`. So a scene saved
-with this fake has the same parameter node as one saved by Slicer.
+str/Choice -> `SetParameter(name, value)`; bool -> "True"/"False"; int/float -> `str(value)`; a node ->
+`SetParameter(name, "")` + `SetNodeReferenceID(name, id)`; a Union of nodes (UnionSerializer) -> the same under
+`name_<index of the first matching type>`, and None (only allowed when NoneType is in the Union, as in
+Slicer) -> `SetParameter(name_<index of NoneType>, "True")`. Missing parameters are written with their defaults
+when the wrapper is created, as in the real `_initMethod`. So a scene saved with this fake has the same
+parameter node as one saved by Slicer. Like Slicer's qMRMLNodeComboBox connector, `connectGui` sets the
+combo box's `nodeTypes` from the annotation.
 
 `connectGui(ui)` binds widgets carrying the dynamic property `SlicerParameterName` (node combo boxes via
 `currentNodeChanged`, `QComboBox` via its `Choice` list which it loads into the combo, `QCheckBox`), writes the
@@ -43,29 +46,44 @@ def _split(annotated):
 
 
 def _node_classes(type_):
+    """(node classes, Union argument list or None)."""
     if isinstance(type_, type) and issubclass(type_, _slicer.vtkMRMLNode):
-        return (type_,)
+        return (type_,), None
     if _typing.get_origin(type_) is _typing.Union:
-        args = [a for a in _typing.get_args(type_) if a is not type(None)]
+        union = list(_typing.get_args(type_))
+        args = [a for a in union if a is not type(None)]
         if args and all(isinstance(a, type) and issubclass(a, _slicer.vtkMRMLNode) for a in args):
-            return tuple(args)
-    return ()
+            return tuple(args), union
+    return (), None
 
 
 class _Param:
     def __init__(self, name, annotated, default):
         self.name = name
         self.type, self.annotations = _split(annotated)
-        self.nodes = _node_classes(self.type)
+        self.nodes, self.union = _node_classes(self.type)
         self.choice = next((a for a in self.annotations if isinstance(a, Choice)), None)
         explicit = next((a for a in self.annotations if isinstance(a, Default)), None)
         fallback = None if self.nodes else {str: "", bool: False, int: 0, float: 0.0}.get(self.type)
         self.default = default if default is not _MISSING else (explicit.value if explicit else fallback)
 
     def is_in(self, node):
+        if self.union:
+            return any(node.HasParameter(f"{self.name}_{i}") for i in range(len(self.union)))
         return node.HasParameter(self.name)
 
     def write(self, node, value):
+        if self.union:
+            index = next((i for i, t in enumerate(self.union) if isinstance(value, t)), None)
+            if index is None:
+                raise TypeError(f"Unable to write value '{value}' of type '{type(value)}'")
+            for i in range(len(self.union)):
+                node.UnsetParameter(f"{self.name}_{i}")
+                node.RemoveNodeReferenceIDs(f"{self.name}_{i}")
+            node.SetParameter(f"{self.name}_{index}", "True" if value is None else "")
+            if value is not None:
+                node.SetNodeReferenceID(f"{self.name}_{index}", value.GetID())
+            return
         if self.nodes:
             if value is not None and not isinstance(value, self.nodes):
                 raise TypeError(f"{self.name}: expected {self.nodes}, got {type(value).__name__}")
@@ -78,6 +96,9 @@ class _Param:
         node.SetParameter(self.name, text)
 
     def read(self, node):
+        if self.union:
+            index = next(i for i in range(len(self.union)) if node.HasParameter(f"{self.name}_{i}"))
+            return None if self.union[index] is type(None) else node.GetNodeReference(f"{self.name}_{index}")
         if self.nodes:
             return node.GetNodeReference(self.name)
         text = node.GetParameter(self.name)
@@ -153,6 +174,7 @@ class _Connector:
     def __init__(self, widget, param):
         self.widget, self.param = widget, param
         if param.nodes:
+            widget.nodeTypes = [cls.__name__ for cls in param.nodes]
             self.signal, self.read = widget.currentNodeChanged, widget.currentNode
             self.write = widget.setCurrentNode
         elif param.choice is not None and hasattr(widget, "currentIndex"):
