@@ -15,6 +15,7 @@ from ..transforms.affine import affine_coordinates
 from ..transforms.sampling import sample
 from .problem import Problem
 from .device import threads_for_grid
+from .optimise import combined_weight, minimise
 from .pyramid import Level, make_level
 from .settings import RegistrationSettings
 from .similarity import Similarity
@@ -126,28 +127,11 @@ def _optimise_level(model: AffineModel, problem: Problem, settings: Registration
     if not rigid:
         groups.append({"params": [model.shear_scale], "lr": lr * 0.5})
     optimiser = torch.optim.Adam(groups)
-    history: list[float] = []
-    for i in range(iterations):
-        optimiser.zero_grad()
+
+    def loss() -> torch.Tensor:
         m = model.voxel_map() @ to_fixed
         coords = affine_coordinates(m.float(), level.shape, device=problem.device)
-        warped = sample(moving_blur, coords)
-        weight = weight_l
-        if problem.moving_mask is not None:
-            mm = sample(problem.moving_mask, coords)
-            weight = mm if weight is None else weight * mm
-        loss = similarity(warped, fixed_l, weight)
-        loss.backward()
-        optimiser.step()
-        history.append(float(loss.detach()))
-        report(i + 1, history[-1])
-        if _plateaued(history, settings):
-            break
+        mm = None if problem.moving_mask is None else sample(problem.moving_mask, coords)
+        return similarity(sample(moving_blur, coords), fixed_l, combined_weight(weight_l, mm))
 
-
-def _plateaued(history: list[float], settings: RegistrationSettings) -> bool:
-    w = settings.early_stop_window
-    if len(history) < 2 * w:
-        return False
-    recent, before = np.mean(history[-w:]), np.mean(history[-2 * w:-w])
-    return (before - recent) < settings.early_stop_tolerance * max(abs(before), 1e-8)
+    minimise(loss, optimiser, iterations, settings, report)

@@ -18,9 +18,9 @@ from ..progress import Progress
 from ..transforms.affine import affine_coordinates
 from ..transforms.integration import integrate_svf
 from ..transforms.sampling import resize_displacement, sample, warp
-from .affine_stage import _plateaued
 from .problem import Problem
 from .device import threads_for_grid
+from .optimise import combined_weight, minimise
 from .pyramid import Level, make_level
 from .regularizers import REGULARIZERS
 from .settings import RegistrationSettings
@@ -81,21 +81,13 @@ def _optimise_level(problem: Problem, voxel_map: torch.Tensor, settings: Registr
         param = resize_displacement(gaussian_smooth(param, settings.field_sigma), ctrl_shape)
     param = param.detach().requires_grad_(True)
     optimiser = torch.optim.Adam([param], lr=settings.learning_rate * settings.level_lr_decay**index)
-    history: list[float] = []
-    for i in range(iterations):
-        optimiser.zero_grad()
+
+    def loss() -> torch.Tensor:
         velocity = gaussian_smooth(param, settings.field_sigma)
         u = DeformableField(velocity, is_svf, settings.svf_steps).displacement(level.shape)
-        warped = warp(moving_l, u)
-        weight = weight_l
-        if mmask_l is not None:
-            mm = warp(mmask_l, u)
-            weight = mm if weight is None else weight * mm
-        loss = similarity(warped, fixed_l, weight) + settings.regularization * regularizer(velocity)
-        loss.backward()
-        optimiser.step()
-        history.append(float(loss.detach()))
-        report(i + 1, history[-1])
-        if _plateaued(history, settings):
-            break
+        mm = None if mmask_l is None else warp(mmask_l, u)
+        return (similarity(warp(moving_l, u), fixed_l, combined_weight(weight_l, mm))
+                + settings.regularization * regularizer(velocity))
+
+    minimise(loss, optimiser, iterations, settings, report)
     return param

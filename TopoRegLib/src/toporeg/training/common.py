@@ -104,6 +104,18 @@ def learning_rate(base: float, step: int, total: int, *, schedule: str = "consta
     return base * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
+def start_run(cfg: Any, out_dir: str | Path) -> tuple[Path, "Budget", torch.device]:
+    """What every training run does first: output folder, time budget, device, seeds."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    budget = Budget(cfg.time_budget_s)
+    dev = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes; GPU runs are not bitwise reproducible anyway
+    return out, budget, dev
+
+
 class CsvLog:
     """Append-only CSV with a fixed header; `truncate_after(step)` drops rows a resumed run will redo."""
 

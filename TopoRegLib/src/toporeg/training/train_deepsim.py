@@ -73,13 +73,7 @@ def validate(model: DeepSimExtractor, images: list[dict[str, torch.Tensor]]) -> 
 
 
 def train(cfg: DeepSimTrainConfig, out_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    budget = common.Budget(cfg.time_budget_s)
-    dev = common.resolve_device(cfg.device)
-    common.seed_everything(cfg.seed)
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes; GPU runs are not bitwise reproducible anyway
+    out, budget, dev = common.start_run(cfg, out_dir)
     data = TemplateAugmenter(cfg.cache, ndim=cfg.ndim, seed=cfg.seed + 3, device=dev, config=cfg.augment)
     held_out = TemplateAugmenter(cfg.cache, ndim=cfg.ndim, seed=cfg.seed + 10_003, device=dev, config=cfg.augment)
     val_set = [held_out.images(1) for _ in range(cfg.val_images)]

@@ -141,13 +141,7 @@ def validate(model: VoxelMorphDiff, loss_fn: VxmDiffLoss, data: Data) -> dict[st
 
 
 def train(cfg: RegistrationTrainConfig, out_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    budget = common.Budget(cfg.time_budget_s)
-    dev = common.resolve_device(cfg.device)
-    common.seed_everything(cfg.seed)
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes; GPU runs are not bitwise reproducible anyway
+    out, budget, dev = common.start_run(cfg, out_dir)
     data = Data(cfg, dev)
     model = VoxelMorphDiff(**{**cfg.model, "ndim": cfg.ndim}).to(dev)
     loss_fn = VxmDiffLoss(cfg.image_loss, sigma2=cfg.sigma2, lam=cfg.lam, image_weight=cfg.image_weight,
