@@ -124,3 +124,12 @@ def test_learned_method_runs_a_saved_model_and_writes_uncertainty(pair, tmp_path
     assert report["method"] == "learned"
     unc = load_volume(out / "uncertainty.nii.gz")
     assert unc.grid_shape == load_volume(fixed).grid_shape and np.all(np.isfinite(unc.data))
+
+
+def test_demo_on_bundled_sample_data_improves_overlap(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--preset", "fast", "--progress", "none", "--device", "cpu"]) == 0
+    metrics = json.loads((out / "report.json").read_text())["metrics"]
+    assert metrics["brain_mask_dice_after"] > metrics["brain_mask_dice_before"] + 0.01
+    assert metrics["folding_percent"] < 0.05
+    assert (out / "registration" / "warped_labels.nii.gz").exists()

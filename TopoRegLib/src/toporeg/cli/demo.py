@@ -1,7 +1,9 @@
 """`toporeg demo`: the main job on the bundled sample data, end to end, in one command.
 
-Registers the Colin27 head (moving, with skull) onto the ICBM152 2009a brain template (fixed), warps
-Colin27's AAL labels and brain mask along, and scores the brain-mask overlap before and after.
+Registers the Colin27 head (moving, with skull) onto the ICBM152 2009a brain template (fixed, skull-stripped),
+warps Colin27's AAL labels and brain mask along, and scores the brain-mask overlap before and after. The moving
+brain mask keeps Colin27's skull out of the similarity: without it, the skull is pulled towards a template that
+has none (brain-mask Dice 0.887 instead of 0.972 here).
 """
 
 from __future__ import annotations
@@ -48,8 +50,8 @@ def _demo(args: argparse.Namespace, out: Path, progress, timings) -> dict:
         moving_mask = load_volume(sample_path(MOVING_MASK), is_label=True)
         labels = load_volume(sample_path(MOVING_LABELS), is_label=True)
     progress.update("demo", 0.02, f"fixed {FIXED}: {fixed.describe()}; moving {MOVING}: {moving.describe()}")
-    result = run_registration(fixed, moving, preset(args.preset), progress=progress.sub("register", 0.02, 0.9),
-                              device=args.device)
+    result = run_registration(fixed, moving, preset(args.preset), moving_mask=moving_mask,
+                              progress=progress.sub("register", 0.02, 0.9), device=args.device)
     with timings.stage("save"):
         files = result.save(out / "registration", moving_labels=labels)
         warped_mask = result.warp_volume(moving_mask)
