@@ -58,7 +58,7 @@ class RegistrationSettings:
 # Measured on the 2 mm Colin27 benchmark case (docs/benchmarks): most of the time goes to full-resolution
 # iterations, and a learning rate halved per finer level lets a few of them refine instead of jitter.
 PRESETS: dict[str, RegistrationSettings] = {
-    "fast": RegistrationSettings(affine_levels=(4,), affine_iterations=(40,), levels=(4, 2), iterations=(60, 30)),
+    "fast": RegistrationSettings(affine_levels=(4,), affine_iterations=(30,), levels=(4, 2), iterations=(40, 15)),
     "default": RegistrationSettings(affine_levels=(4,), affine_iterations=(60,), levels=(4, 2, 1),
                                     iterations=(60, 30, 5)),
     "accurate": RegistrationSettings(levels=(4, 2, 1), iterations=(100, 60, 20)),
