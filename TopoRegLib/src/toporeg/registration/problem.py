@@ -73,20 +73,21 @@ def prepare(fixed: Volume, moving: Volume, *, fixed_mask: Volume | None = None, 
     def mask_on(mask: Volume | None, grid: Volume, role: str) -> np.ndarray | None:
         if mask is None:
             return None
-        m = mask if mask.same_grid(grid) else resample_to(mask.with_data(mask.data) if mask.is_label else
-                                                           mask.with_data((mask.data > 0).astype(np.uint8), is_label=True),
-                                                           grid, interpolation="nearest")
-        arr = (np.asarray(m.data) > 0).reshape(grid.grid_shape)
+        binary = mask.with_data((np.asarray(mask.data) > 0).astype(np.uint8), is_label=True)
+        if not binary.same_grid(grid):
+            binary = resample_to(binary, grid, interpolation="nearest")
+        arr = binary.data.reshape(grid.grid_shape) > 0
         if not arr.any():
             raise InputError(f"{role} mask is empty (no voxel > 0)", mask.meta.get("path"))
         return arr
 
+    def normalised(vol: Volume, mask: np.ndarray | None) -> Volume:
+        data = percentile_normalize(vol.data.reshape(vol.grid_shape), 0.5, 99.5, mask=mask)
+        return vol.with_data(data.reshape(vol.spatial_shape))
+
     fmask = mask_on(fixed_mask, fixed, "fixed")
     mmask = mask_on(moving_mask, moving, "moving")
-    f_img = fixed.with_data(percentile_normalize(fixed.data.reshape(fixed.grid_shape), 0.5, 99.5, mask=fmask))
-    m_img = moving.with_data(percentile_normalize(moving.data.reshape(moving.grid_shape), 0.5, 99.5, mask=mmask))
-    f_img.data = f_img.data.reshape(fixed.spatial_shape)
-    m_img.data = m_img.data.reshape(moving.spatial_shape)
+    f_img, m_img = normalised(fixed, fmask), normalised(moving, mmask)
     weight = None if fmask is None else fmask.astype(np.float32)
     if weights is not None:
         w = weights if weights.same_grid(fixed) else resample_to(weights, fixed)
