@@ -239,7 +239,7 @@ def elastix_default(fixed: Volume, moving: Volume, max_iterations: int | None = 
     with tempfile.TemporaryDirectory() as tmp:
         with Measure() as meas:
             warped_img, result = register(f, m, parameter_object=params, log_to_console=False, output_directory=tmp)
-        field = deformation(m, result)
+        field = deformation(m, result, output_directory=tmp)  # else transformix writes into the cwd
     lps = np.asarray(itk.GetArrayFromImage(field), np.float64).transpose(2, 1, 0, 3)  # [i, j, k, c], LPS mm
     warped = fixed.with_data(np.asarray(itk.GetArrayFromImage(warped_img), np.float32).T, is_label=False)
     return PeerResult(lps * RAS_TO_LPS, meas.seconds, meas.peak_mb, "elastix default affine + bspline maps", warped)
