@@ -18,6 +18,8 @@ from typing import Callable
 
 import torch
 
+from ..reductions import weighted_mean
+
 ImageTerm = Callable[..., torch.Tensor]
 
 
@@ -48,13 +50,6 @@ def kl_laplacian(mean: torch.Tensor, logvar: torch.Tensor, lam: float, *,
     return sigma_term / normalizer, smooth_term / normalizer
 
 
-def _weighted_mean(values: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
-    if weight is None:
-        return values.mean()
-    weight = weight.expand_as(values)
-    return (values * weight).sum() / weight.sum().clamp_min(1e-6)
-
-
 class GaussianImageTerm:
     """Σ_x (warped − fixed)² / (2σ²), per voxel (mean), optional voxel weights."""
 
@@ -62,7 +57,7 @@ class GaussianImageTerm:
         self.sigma2 = sigma2
 
     def __call__(self, warped, fixed, weight=None):
-        return _weighted_mean((warped - fixed) ** 2, weight) / (2.0 * self.sigma2)
+        return weighted_mean((warped - fixed) ** 2, weight) / (2.0 * self.sigma2)
 
 
 def make_image_term(name: str = "mse", *, sigma2: float = 0.02, ncc_window: int = 9, deepsim=None) -> ImageTerm:

@@ -12,6 +12,7 @@ import torch
 
 from ..errors import InputError
 from ..filters import box_mean
+from ..reductions import weighted_mean
 
 
 class Similarity(Protocol):
@@ -19,18 +20,11 @@ class Similarity(Protocol):
         ...
 
 
-def _weighted_mean(values: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
-    if weight is None:
-        return values.mean()
-    weight = weight.expand_as(values)
-    return (values * weight).sum() / weight.sum().clamp_min(1e-6)
-
-
 class MSE:
     """Mean squared intensity difference (mono-modal, intensities normalised to [0, 1])."""
 
     def __call__(self, warped, fixed, weight=None):
-        return _weighted_mean((warped - fixed) ** 2, weight)
+        return weighted_mean((warped - fixed) ** 2, weight)
 
 
 class LocalNCC:
@@ -49,7 +43,7 @@ class LocalNCC:
         var_i = (mii - mi * mi).clamp_min(0)
         var_j = (mjj - mj * mj).clamp_min(0)
         cc = cross * cross / (var_i * var_j + self.eps)
-        return 1.0 - _weighted_mean(cc, weight)
+        return 1.0 - weighted_mean(cc, weight)
 
 
 class NMI:

@@ -104,6 +104,20 @@ def learning_rate(base: float, step: int, total: int, *, schedule: str = "consta
     return base * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
+def next_learning_rate(cfg: Any, budget: "Budget", optimizer: torch.optim.Optimizer, step: int,
+                       step_seconds: float, val_seconds: float, n_val: int) -> float | None:
+    """Keep time for one more step plus the final validation and saving; None when the budget is spent,
+    else the scheduled learning rate, already set on the optimizer."""
+    budget.reserve = 3.0 + step_seconds + max(1.5 * val_seconds, 0.5 * step_seconds * n_val)
+    if budget.exhausted():
+        return None
+    lr = learning_rate(cfg.lr, step, cfg.steps, schedule=cfg.lr_schedule, warmup=cfg.warmup_steps,
+                       time_fraction=budget.fraction() if cfg.schedule_by_time else 0.0)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
+
+
 def start_run(cfg: Any, out_dir: str | Path) -> tuple[Path, "Budget", torch.device]:
     """What every training run does first: output folder, time budget, device, seeds."""
     out = Path(out_dir)

@@ -102,16 +102,13 @@ def train(cfg: DeepSimTrainConfig, out_dir: str | Path, *, resume: bool = False)
     model.train()
     acc, n_acc, val_seconds, step_seconds, stopped_by, lr = 0.0, 0, 0.0, 0.0, "steps", cfg.lr
     while step < cfg.steps:
-        # keep time for one more step and the final validation + saving
-        budget.reserve = 3.0 + step_seconds + max(1.5 * val_seconds, 0.5 * step_seconds * cfg.val_images)
         t_step = time.perf_counter()
-        if budget.exhausted():
+        next_lr = common.next_learning_rate(cfg, budget, optimizer, step, step_seconds, val_seconds,
+                                            cfg.val_images)
+        if next_lr is None:
             stopped_by = "time budget"
             break
-        lr = common.learning_rate(cfg.lr, step, cfg.steps, schedule=cfg.lr_schedule, warmup=cfg.warmup_steps,
-                                  time_fraction=budget.fraction() if cfg.schedule_by_time else 0.0)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        lr = next_lr
         batch = data.images(cfg.batch_size)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
             pred = model(batch["image"])

@@ -179,17 +179,13 @@ def train(cfg: RegistrationTrainConfig, out_dir: str | Path, *, resume: bool = F
     val_seconds = step_seconds = 0.0
     stopped_by = "steps"
     while step < cfg.steps:
-        # keep time for one more step and the final validation + saving
-        n_val = cfg.val_pairs * len(data.validation)
-        budget.reserve = 3.0 + step_seconds + max(1.5 * val_seconds, 0.5 * step_seconds * n_val)
         t_step = time.perf_counter()
-        if budget.exhausted():
+        next_lr = common.next_learning_rate(cfg, budget, optimizer, step, step_seconds, val_seconds,
+                                            cfg.val_pairs * len(data.validation))
+        if next_lr is None:
             stopped_by = "time budget"
             break
-        lr = common.learning_rate(cfg.lr, step, cfg.steps, schedule=cfg.lr_schedule, warmup=cfg.warmup_steps,
-                                  time_fraction=budget.fraction() if cfg.schedule_by_time else 0.0)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        lr = next_lr
         source, batch = data.sample(step)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
             res = model(batch["moving"], batch["fixed"], return_inverse=cfg.bidirectional)
