@@ -37,7 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--initial-transform", type=Path,
                    help="linear transform fixed→moving: ITK .tfm/.mat/.h5 (LPS) or a 4x4 RAS matrix .txt")
     p.add_argument("--regularization", type=float, default=None, help="smoothness weight (default per preset)")
-    p.add_argument("--model", type=Path, help="--method learned: trained weights (.safetensors with its .json card)")
+    p.add_argument("--model", help="--method learned: bundled model name (see `toporeg models`) or a .safetensors "
+                                   "path (with its .json card)")
+    p.add_argument("--topology-aware", action="store_true",
+                   help="first map topological changes (toporeg topology, training-free) and down-weight them in "
+                        "the similarity, so lesions and cavities do not drag the surrounding tissue")
     p.add_argument("--refine", type=int, default=0, metavar="N",
                    help="--method learned: refine the network's field with N optimisation iterations")
     p.set_defaults(func=run)
@@ -47,8 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if args.method in ("dio", "carl"):
         raise InputError(f"--method {args.method} is not available in this version; use --method optimize")
     if args.method == "learned" and args.model is None:
-        raise InputError("--method learned needs --model PATH (no trained model is bundled yet; "
-                         "train one with `toporeg train registration`)")
+        args.model = "vxm_diff_2d" if load_volume(args.fixed).spatial_ndim == 2 else "vxm_diff_3d_2mm"
     return run_with_outputs(args, "register", _register)
 
 
@@ -66,10 +69,14 @@ def _register(args: argparse.Namespace, out: Path, progress, timings) -> dict:
     if args.method == "learned":
         from ..models.inference import learned_register
 
-        result = learned_register(fixed, moving, args.model, refine_iterations=args.refine, affine_settings=settings,
+        from ..models.catalogue import resolve_model
+
+        result = learned_register(fixed, moving, resolve_model(args.model), refine_iterations=args.refine, affine_settings=settings,
                                   fixed_mask=fixed_mask, moving_mask=moving_mask,
                                   progress=progress.sub("register", 0, 0.95), device=args.device)
     else:
+        if args.topology_aware:
+            weights, extra = _topology_weights(fixed, moving, weights, fixed_mask, moving_mask, args, out, progress)
         result = run_registration(fixed, moving, settings, fixed_mask=fixed_mask, moving_mask=moving_mask,
                                   weights=weights, initial_transform=initial,
                                   progress=progress.sub("register", 0, 0.95), device=args.device)
@@ -78,5 +85,26 @@ def _register(args: argparse.Namespace, out: Path, progress, timings) -> dict:
         save_affine_itk(result.affine_ras, out / "affine.tfm")
         files["affine"] = "affine.tfm"
     timings.update({f"registration.{k}": v for k, v in result.timings.items()})
+    files.update(extra.pop("files", {}))
     return {"method": args.method, "preset": args.preset, "files": files, "metrics": result.summary(),
-            "registration_settings": result.settings, "messages": result.messages}
+            "registration_settings": result.settings, "messages": result.messages, **extra}
+
+
+def _topology_weights(fixed, moving, weights, fixed_mask, moving_mask, args, out: Path, progress):
+    """Similarity weights 1 − heatmap_display (training-free topology heatmap), times the user's weights."""
+    import numpy as np
+
+    from ..geometry import resample_to
+    from ..io import Volume, save_volume
+    from ..topology.pipeline import TopologySettings, topology_heatmap
+
+    topo = topology_heatmap(fixed, moving, TopologySettings(preset=args.preset), fixed_mask=fixed_mask,
+                            moving_mask=moving_mask, progress=progress.sub("topology", 0.0, 0.4), device=args.device)
+    w = 1.0 - np.asarray(topo.display.data, np.float32)
+    if weights is not None:
+        w = w * np.asarray(resample_to(weights, fixed).data, np.float32).reshape(w.shape)
+    vol = Volume(w.astype(np.float32), fixed.affine)
+    save_volume(topo.heatmap, out / "heatmap.nii.gz")
+    save_volume(vol, out / "topology_weights.nii.gz")
+    return vol, {"files": {"heatmap": "heatmap.nii.gz", "topology_weights": "topology_weights.nii.gz"},
+                 "topology": {"display_legend": topo.legend, "seconds": topo.timings.get("total_seconds")}}

@@ -29,6 +29,15 @@ def file_suffix(path: str | Path) -> str:
     return split_suffix(Path(path))[1].lower()
 
 
+def list_image_files(folder: str | Path) -> list[Path]:
+    """The image files directly inside `folder` (sorted), e.g. a control set; refuses an empty folder."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and file_suffix(p) in NIFTI_SUFFIXES + ITK_SUFFIXES)
+    if not files:
+        raise InputError(f"no image files ({', '.join(NIFTI_SUFFIXES + ITK_SUFFIXES)}) in this folder", folder)
+    return files
+
+
 def load_volume(path: str | Path, *, is_label: bool | None = None) -> Volume:
     """Read an image file (or DICOM series folder) into a `Volume` with its exact geometry.
 

@@ -42,6 +42,8 @@ def _builtin_architectures() -> None:
     from .voxelmorph_diff import VoxelMorphDiff
     register_architecture("VoxelMorphDiff", VoxelMorphDiff)
     register_architecture("DeepSimExtractor", DeepSimExtractor)
+    from ..topology.cvae import TopologyCVAE
+    register_architecture("TopologyCVAE", TopologyCVAE)
 
 
 def build_model(architecture: str, kwargs: dict[str, Any]) -> torch.nn.Module:

@@ -25,3 +25,12 @@ def integrate_svf(velocity: torch.Tensor, steps: int = 7) -> torch.Tensor:
 def invert_svf(velocity: torch.Tensor, steps: int = 7) -> torch.Tensor:
     """exp(−v): the inverse mapping of exp(v)."""
     return integrate_svf(-velocity, steps)
+
+
+def invert_displacement(displacement: torch.Tensor, iterations: int = 20) -> torch.Tensor:
+    """Inverse of x ↦ x + u(x) by fixed-point iteration w(y) = −u(y + w(y)); exact for translations, converges
+    where the mapping is invertible and |∇u| < 1 (free-form displacements that have no SVF to negate)."""
+    inverse = -displacement
+    for _ in range(iterations):
+        inverse = -warp(displacement, inverse, padding="border")
+    return inverse

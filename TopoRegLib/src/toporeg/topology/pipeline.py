@@ -1,0 +1,194 @@
+"""Topology heatmaps on Volumes: register, fit q(Φ|I,J) both ways, and map L_sym back onto the fixed grid.
+
+Steps: (1) the optimisation engine registers MOVING (I) onto FIXED (J) on J's native grid (these are the
+`registration/` outputs); (2) I is resampled onto J's grid with the affine part only and the deformable part
+becomes the initial μ; (3) `method` fits q both ways: `optimize` (training-free ELBO fit, `optimize.fit_pair`) or
+`learned` (one forward pass of a trained CVAE, `cvae.TopologyCVAE`); (4) L_sym(J|I), and Q(J) when controls
+are given, in nats per voxel on J's grid.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..geometry import resample_to, tensor_to_volume
+from ..geometry.intensity import percentile_normalize
+from ..io import Volume
+from ..progress import Progress
+from ..registration import RegistrationResult, preset, register
+from ..registration.device import resolve_device
+from ..transforms.affine import affine_coordinates, spatial_block
+from ..transforms.sampling import identity_grid, sample
+from .optimize import PairFit, fit_pair
+from .score import SymmetricScore, control_set_baselines, outlier_score, symmetric_score
+
+DISPLAY_SCALE_NATS = 5.0  # display = 1 − exp(−max(L − median_fg(L), 0) / 5 nats)
+
+
+@dataclass(frozen=True)
+class TopologySettings:
+    method: str = "optimize"            # optimize | learned
+    features: str = "intensity"         # semantic | intensity
+    model: str | None = None            # trained topology CVAE (learned)
+    deepsim_model: str | None = None    # DeepSim extractor for semantic features (optimize)
+    preset: str = "default"             # registration preset of the initial registration
+    iterations: int = 60                # ELBO fit iterations per direction (optimize)
+    learning_rate: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.method not in ("optimize", "learned"):
+            raise InputError(f"unknown topology method {self.method!r}: use 'optimize' or 'learned'")
+        if self.features not in ("semantic", "intensity"):
+            raise InputError(f"unknown features {self.features!r}: use 'semantic' or 'intensity'")
+        if self.method == "learned" and not self.model:
+            raise InputError("--method learned needs a trained topology model (--model NAME|PATH)")
+        if self.iterations < 0:
+            raise InputError("iterations must be >= 0")
+
+
+@dataclass
+class TopologyResult:
+    heatmap: Volume                      # L_sym(J|I), nats per voxel, fixed grid
+    display: Volume                      # 0–1 overlay map (see `display_map`)
+    legend: dict[str, float]
+    registration: RegistrationResult
+    forward: PairFit
+    outlier: Volume | None = None        # Q(J) when controls were given
+    timings: dict[str, float] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        heat = np.asarray(self.heatmap.data, np.float64)
+        out = {"heatmap_nats": {"median": float(np.median(heat)), "p99": float(np.percentile(heat, 99)),
+                                "max": float(heat.max())},
+               "display_legend": self.legend, "prior": self.forward.prior.as_dict(),
+               "feature_variance": [float(s) for s in self.forward.sigma2[:8]],
+               "registration": self.registration.summary(), "timings": self.timings, "settings": self.settings}
+        if self.outlier is not None:
+            q = np.asarray(self.outlier.data, np.float64)
+            out["outlier_nats"] = {"median": float(np.median(q)), "p99": float(np.percentile(q, 99))}
+        return out
+
+
+def display_map(heatmap: np.ndarray, foreground: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+    """A fixed mapping to 0–1 for overlays: 1 − exp(−max(L − m, 0)/s), m = median of L over the foreground,
+    s = 5 nats. Returns the map and the legend: the L value (nats) at display 0, 0.5, 0.9 and 0.99."""
+    values = heatmap[foreground] if foreground.any() else heatmap.ravel()
+    m = float(np.median(values))
+    display = 1.0 - np.exp(-np.maximum(heatmap - m, 0.0) / DISPLAY_SCALE_NATS)
+    legend = {f"{d:g}": m - DISPLAY_SCALE_NATS * math.log(1 - d) for d in (0.0, 0.5, 0.9, 0.99)}
+    return display.astype(np.float32), legend
+
+
+def _normalised(volume: Volume, mask: Volume | None = None) -> np.ndarray:
+    """Percentile-normalised to 0–1; with a mask, the voxels outside it are set to 0 (e.g. skull stripping),
+    so that anatomy the user excluded cannot show up as a topological change."""
+    data = np.asarray(volume.data, np.float32).reshape(volume.grid_shape)
+    if mask is None:
+        return percentile_normalize(data, 1.0, 99.0)
+    m = np.asarray(resample_to(mask, volume, interpolation="nearest").data).reshape(volume.grid_shape) > 0
+    return percentile_normalize(data, 1.0, 99.0, mask=m) * m
+
+
+def _affine_part(reg: RegistrationResult, dev: torch.device) -> tuple[np.ndarray, torch.Tensor]:
+    """(voxel map fixed→moving (ndim+1)², the deformable residual μ0 on the fixed grid in fixed voxels)."""
+    fixed, moving = reg.fixed, reg.moving
+    nd = fixed.spatial_ndim
+    vox = spatial_block(np.linalg.inv(moving.affine) @ reg.affine_ras @ fixed.affine, nd)
+    inv = torch.as_tensor(np.linalg.inv(vox), dtype=torch.float32, device=dev)
+    coords = reg.moving_coords.to(dev).float()
+    back = torch.einsum("rc,bc...->br...", inv[:nd, :nd], coords) + inv[:nd, nd].view(1, nd, *([1] * nd))
+    return vox, back - identity_grid(fixed.grid_shape, device=dev)
+
+
+class PairFitterFactory:
+    """Builds the (J, I, init, progress) → PairFit function of the chosen method on one work grid."""
+
+    def __init__(self, settings: TopologySettings, grid_affine: np.ndarray, dev: torch.device):
+        self.settings, self.grid_affine, self.dev = settings, grid_affine, dev
+        from .features import make_features
+        if settings.method == "learned":
+            from .cvae import load_topology_model
+            self.model, self.card = load_topology_model(settings.model, device=dev)
+            self.features = self.model.feature_map(device=dev)
+        else:
+            self.model, self.card = None, {}
+            self.features = make_features(settings.features, model=settings.deepsim_model, device=dev)
+
+    def initial_mu(self, fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
+        """Deformable registration of two images already on the work grid (engine, same preset)."""
+        nd = fixed.dim() - 2
+        vol = lambda t: Volume(t[0, 0].cpu().numpy(), self.grid_affine)  # noqa: E731
+        reg = register(vol(fixed), vol(moving), preset(self.settings.preset), device=self.dev)
+        return reg.moving_coords.to(self.dev).float() - identity_grid(fixed.shape[2:], device=self.dev)[:, :nd]
+
+    def __call__(self, fixed: torch.Tensor, moving: torch.Tensor, init: torch.Tensor | None,
+                 progress: Progress) -> PairFit:
+        if self.model is not None:
+            return self.model.fit_pair(fixed, moving, self.features)
+        if init is None:
+            init = self.initial_mu(fixed, moving)
+        return fit_pair(fixed, moving, self.features, init_mu=init, iterations=self.settings.iterations,
+                        lr=self.settings.learning_rate, progress=progress)
+
+
+def topology_heatmap(fixed: Volume, moving: Volume, settings: TopologySettings | None = None, *,
+                     controls: Sequence[Volume] = (), fixed_mask: Volume | None = None,
+                     moving_mask: Volume | None = None, progress: Progress | None = None,
+                     device: str | torch.device = "auto") -> TopologyResult:
+    """L_sym(FIXED|MOVING) (and Q(FIXED) against `controls`) on FIXED's native grid."""
+    settings = settings or TopologySettings()
+    progress = progress or Progress()
+    if fixed.spatial_ndim != moving.spatial_ndim:
+        raise InputError(f"fixed is {fixed.spatial_ndim}D but moving is {moving.spatial_ndim}D")
+    dev = resolve_device(device)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    reg = register(fixed, moving, preset(settings.preset), fixed_mask=fixed_mask, moving_mask=moving_mask,
+                   progress=progress.sub("register", 0.0, 0.3), device=dev)
+    timings["registration_seconds"] = round(time.perf_counter() - start, 3)
+    factory = PairFitterFactory(settings, fixed.affine, dev)
+    vox, mu0 = _affine_part(reg, dev)
+    j = torch.as_tensor(_normalised(fixed, fixed_mask), device=dev)[None, None]
+    i_native = torch.as_tensor(_normalised(moving, moving_mask), device=dev)[None, None]
+    i = sample(i_native, affine_coordinates(vox, fixed.grid_shape, device=dev), padding="zeros")
+    t0 = time.perf_counter()
+    pair: SymmetricScore = symmetric_score(j, i, factory, init_mu=mu0, progress=progress.sub("topology", 0.3, 0.6))
+    timings["topology_seconds"] = round(time.perf_counter() - t0, 3)
+    heat = pair.l_sym.detach().cpu().numpy()
+    foreground = j[0, 0].cpu().numpy() > 0.1 if fixed_mask is None else np.asarray(
+        resample_to(fixed_mask, fixed, interpolation="nearest").data).reshape(fixed.grid_shape) > 0
+    display, legend = display_map(heat, foreground)
+    outlier = None
+    if controls:
+        t0 = time.perf_counter()
+        control_t = [_onto_fixed(c, fixed, settings, dev) for c in controls]
+        baselines = control_set_baselines(control_t, factory, progress=progress.sub("controls", 0.6, 0.9))
+        q, _ = outlier_score(j, control_t, factory, control_baselines=baselines,
+                             progress=progress.sub("outlier", 0.9, 1.0))
+        outlier = tensor_to_volume(q[None, None], fixed)
+        timings["outlier_seconds"] = round(time.perf_counter() - t0, 3)
+    timings["total_seconds"] = round(time.perf_counter() - start, 3)
+    return TopologyResult(
+        heatmap=tensor_to_volume(torch.as_tensor(heat)[None, None], fixed),
+        display=tensor_to_volume(torch.as_tensor(display)[None, None], fixed), legend=legend,
+        registration=reg, forward=pair.forward, outlier=outlier, timings=timings,
+        settings={k: v for k, v in vars(settings).items()})
+
+
+def _onto_fixed(control: Volume, fixed: Volume, settings: TopologySettings, dev: torch.device) -> torch.Tensor:
+    """A control image affinely registered and resampled onto the fixed grid, normalised to 0–1."""
+    if control.spatial_ndim != fixed.spatial_ndim:
+        raise InputError(f"control image is {control.spatial_ndim}D but fixed is {fixed.spatial_ndim}D",
+                         control.meta.get("path"))
+    aff = register(fixed, control, preset(settings.preset).with_(transform="affine"), device=dev)
+    vox = spatial_block(np.linalg.inv(control.affine) @ aff.affine_ras @ fixed.affine, fixed.spatial_ndim)
+    native = torch.as_tensor(_normalised(control), device=dev)[None, None]
+    return sample(native, affine_coordinates(vox, fixed.grid_shape, device=dev), padding="zeros")
