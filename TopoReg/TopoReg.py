@@ -21,6 +21,8 @@ from slicer.util import VTKObservationMixin
 from TopoRegLogic import install, nodes
 from TopoRegLogic.params import AVAILABLE_METHODS, DEVICES, METHODS, PRESETS, SIMILARITIES, TRANSFORM_MODELS, as_params
 from TopoRegLogic.registration_logic import RegistrationLogic, one_line
+from TopoRegLogic.topology_display import legend_text
+from TopoRegLogic.topology_logic import TopologyLogic, TopologyParameters
 
 
 class TopoReg(ScriptedLoadableModule):  # noqa: F405
@@ -34,7 +36,8 @@ class TopoReg(ScriptedLoadableModule):  # noqa: F405
             "Topology-aware deformable registration of a moving volume onto a fixed volume (training-free "
             "optimisation; learned, DIO and CARL methods arrive with their models). Outputs: a transform node "
             "(fixed-to-moving displacement, the resampling direction), an optional warped volume on the fixed grid "
-            "and a Jacobian-determinant overlay showing folding. Research use only, not for clinical decisions.")
+            "and a Jacobian-determinant overlay showing folding. The topology heatmap shows where no smooth "
+            "deformation explains the fixed image (nats per voxel). Research use only, not for clinical decisions.")
         self.parent.acknowledgementText = _(
             "Sample data: MNI ICBM152 2009a (nilearn) and Colin27 (mricron-data); see Resources/SampleData/LICENSE.md.")
 
@@ -60,6 +63,7 @@ class TopoRegParameterNode:
     movingLandmarks: vtkMRMLMarkupsFiducialNode
     applyToMoving: bool = True
     showJacobian: bool = True
+    topologyAware: bool = False
 
 
 class TopoRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # noqa: F405
@@ -69,7 +73,7 @@ class TopoRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # noqa:
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._runner = None
+        self._runner = self._topologyRunner = None
         self._timer = None
         VTKObservationMixin.__init__(self)  # first: without a parent, the base class calls setup() right away
         ScriptedLoadableModuleWidget.__init__(self, parent)  # noqa: F405
@@ -88,12 +92,18 @@ class TopoRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # noqa:
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
+        self.ui.computeHeatmapButton.connect("clicked(bool)", self.onComputeHeatmapButton)
+        self.ui.topologyCancelButton.connect("clicked(bool)", self.onTopologyCancelButton)
+        self.ui.heatmapOpacitySlider.connect("valueChanged(int)", self.onHeatmapOpacityChanged)
+        self.ui.topologyControlsSelector.setMRMLScene(slicer.mrmlScene)
+        self.ui.topologyModelComboBox.addItems(self.logic.topology.available_models())
         self.initializeParameterNode()
 
     def _stopRun(self):
-        if self._runner is not None and self._runner.running:
-            self._runner.kill()
-            self._runner.wait(timeout=10)  # finishes the run: temporary files removed, status "Cancelled"
+        for runner in (self._runner, self._topologyRunner):
+            if runner is not None and runner.running:
+                runner.kill()
+                runner.wait(timeout=10)  # finishes the run: temporary files removed, status "Cancelled"
 
     def cleanup(self):
         self._stopRun()
@@ -148,6 +158,9 @@ class TopoRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # noqa:
         self.ui.applyButton.enabled = not problem and not running
         self.ui.applyButton.toolTip = problem or _("Register the moving volume onto the fixed volume")
         self.ui.cancelButton.enabled = running
+        topologyRunning = self._topologyRunner is not None and self._topologyRunner.running
+        self.ui.computeHeatmapButton.enabled = not topologyRunning
+        self.ui.topologyCancelButton.enabled = topologyRunning
 
     def _showStatus(self, text):
         self.ui.statusLabel.text = text
@@ -175,7 +188,7 @@ class TopoRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # noqa:
         self._showStatus(_("Cancelling..."))
 
     def _poll(self):
-        if self._runner is None or not self._runner.poll():
+        if not any([runner.poll() for runner in (self._runner, self._topologyRunner) if runner is not None]):
             self._timer.stop()
             self._checkCanApply()
 
@@ -191,6 +204,58 @@ class TopoRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # noqa:
             self.ui.logTextEdit.setPlainText(self.logic.registration.last.get("log", ""))
             self.ui.logTextEdit.visible = True
 
+    def topologyParameters(self):
+        """The topology panel's widgets; inputs, masks, preset and device are those of the registration panel."""
+        ui = self.ui
+        return TopologyParameters(
+            fixedVolume=ui.fixedVolumeSelector.currentNode(), movingVolume=ui.movingVolumeSelector.currentNode(),
+            fixedMask=ui.fixedMaskSelector.currentNode(), movingMask=ui.movingMaskSelector.currentNode(),
+            method=ui.topologyMethodComboBox.currentText, features=ui.topologyFeaturesComboBox.currentText,
+            model=ui.topologyModelComboBox.currentText.strip(), preset=ui.presetComboBox.currentText,
+            controls=tuple(ui.topologyControlsSelector.checkedNodes()), device=ui.deviceComboBox.currentText,
+            heatmapVolume=ui.heatmapVolumeSelector.currentNode(), opacity=ui.heatmapOpacitySlider.value / 100.0)
+
+    def onComputeHeatmapButton(self):
+        try:
+            if not self.logic.ensureDependencies(slicer.util.confirmOkCancelDisplay):
+                self.ui.topologyStatusLabel.text = _("Cancelled: the required Python packages are not installed.")
+                return
+            self.ui.topologyLogTextEdit.visible = False
+            self._topologyRunner = self.logic.topology.start_background(
+                self.topologyParameters(), self._onTopologyProgress, self._onTopologyDone)
+        except Exception as exc:  # bad input or missing dependency: one line in the panel, details in the log
+            logging.exception("TopoReg: could not start the heatmap computation")
+            self.ui.topologyStatusLabel.text = _("Error: {message}").format(message=one_line(exc))
+            return
+        self.ui.topologyProgressBar.value = 0
+        self.ui.topologyProgressBar.visible = True
+        self.ui.topologyStatusLabel.text = _("Running...")
+        self._timer.start()
+        self._checkCanApply()
+
+    def onTopologyCancelButton(self):
+        self.logic.topology.cancel()
+        self.ui.topologyStatusLabel.text = _("Cancelling...")
+
+    def onHeatmapOpacityChanged(self, value):
+        self.logic.topology.set_opacity(value / 100.0)
+
+    def _onTopologyProgress(self, event):
+        self.ui.topologyProgressBar.value = int(round(100 * event.fraction))
+        self.ui.topologyStatusLabel.text = f"{event.stage}: {event.message}"
+
+    def _onTopologyDone(self, ok, status):
+        last = self.logic.topology.last
+        self.ui.topologyProgressBar.value = 100 if ok else 0
+        self.ui.topologyProgressBar.visible = ok
+        self.ui.topologyStatusLabel.text = status
+        if ok:
+            self.ui.heatmapVolumeSelector.setCurrentNode(last["heatmap"])  # a new run updates the same nodes
+            self.ui.heatmapLegendLabel.text = legend_text(last["legend"])
+        else:
+            self.ui.topologyLogTextEdit.setPlainText(last.get("log", ""))
+            self.ui.topologyLogTextEdit.visible = True
+
 
 class TopoRegLogic(ScriptedLoadableModuleLogic):  # noqa: F405
     """Scriptable entry point; delegates to `TopoRegLogic.registration_logic.RegistrationLogic`.
@@ -203,6 +268,9 @@ class TopoRegLogic(ScriptedLoadableModuleLogic):  # noqa: F405
         ScriptedLoadableModuleLogic.__init__(self)  # noqa: F405
         options = {"launcher": launcher} if launcher is not None else {}
         self.registration = RegistrationLogic(
+            slicer.mrmlScene, volumes_logic=slicer.modules.volumes.logic(),
+            segmentations_logic=slicer.modules.segmentations.logic(), temp_root=slicer.app.temporaryPath, **options)
+        self.topology = TopologyLogic(  # the topology panel: `toporeg topology` in the background, heatmap overlays
             slicer.mrmlScene, volumes_logic=slicer.modules.volumes.logic(),
             segmentations_logic=slicer.modules.segmentations.logic(), temp_root=slicer.app.temporaryPath, **options)
 

@@ -12,5 +12,7 @@ missing packages) even before torch, nibabel or SimpleITK are importable.
 - `outputs`: one result type for in-process and background runs.
 - `runner`: the `toporeg` command line in a background process (progress, cancel, log).
 - `registration_logic`: the registration workflow on MRML nodes (`RegistrationLogic`).
+- `topology_logic`: the topology heatmap workflow (`TopologyLogic`, `toporeg topology` in the background).
+- `topology_display`: heatmap overlays: colour map, fixed 0-1 window, legend attributes, slice composite nodes.
 - `install`: first-use dependency check and careful installation.
 """

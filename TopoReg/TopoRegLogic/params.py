@@ -25,7 +25,7 @@ MASK_CLASSES = ("vtkMRMLLabelMapVolumeNode", "vtkMRMLSegmentationNode")
 # Optional[Union[labelmap, segmentation]]: the wrapper's UnionSerializer stores `<name>_<index>` (index of the
 # matching class, len(MASK_CLASSES) for None)
 UNION_FIELDS = {"fixedMask": MASK_CLASSES, "movingMask": MASK_CLASSES}
-BOOL_FIELDS = ("applyToMoving", "showJacobian")
+BOOL_FIELDS = ("applyToMoving", "showJacobian", "topologyAware")
 
 
 @dataclass
@@ -54,6 +54,7 @@ class RegistrationParams:
     movingLandmarks: Any = None
     applyToMoving: bool = True
     showJacobian: bool = True
+    topologyAware: bool = False  # `toporeg register --topology-aware` (background runs through the CLI only)
     settings: Any = None
     warpAlong: tuple = field(default_factory=tuple)
 

@@ -113,6 +113,8 @@ class RegistrationLogic:
         from toporeg.progress import CancelToken, Progress
         from toporeg.registration import register
 
+        if get(params, "topologyAware"):
+            raise nodes.input_error("topology-aware registration runs through the toporeg CLI: use start_background")
         inputs = self.collect_inputs(params)
         progress = Progress(progress_cb, cancel_token or CancelToken())
         start = time.perf_counter()
@@ -146,7 +148,8 @@ class RegistrationLogic:
     def cli_arguments(self, params, input_args: list[str], out_dir: Path) -> list[str]:
         return ["register", *input_args[:2], "--out", str(out_dir), "--method", get(params, "method"),
                 "--preset", get(params, "preset"), "--transform", get(params, "transformModel"),
-                "--similarity", get(params, "similarity"), "--device", get(params, "device"), *input_args[2:]]
+                "--similarity", get(params, "similarity"), "--device", get(params, "device"), *input_args[2:],
+                *(["--topology-aware"] if get(params, "topologyAware") else [])]
 
     def start_background(self, params, on_progress: Callable | None = None,
                          on_done: Callable[[bool, str], None] | None = None, work_dir: str | Path | None = None

@@ -54,5 +54,37 @@ class qMRMLNodeComboBox(qMRMLWidget):  # noqa: N801 - Qt class name
         self.setCurrentNode(self._scene.GetNodeByID(node_id) if node_id else None)
 
 
+class qMRMLCheckableNodeComboBox(qMRMLNodeComboBox):  # noqa: N801 - Qt class name
+    """Picks several nodes: `checkedNodes()` lists the checked ones (scene order), `setCheckState(node, state)`
+    with Qt's values (0 unchecked, 2 checked) emits `checkedNodesChanged()`."""
+
+    SIGNALS = ("checkedNodesChanged",)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._checked = set()
+
+    def nodes(self):
+        if self._scene is None:
+            return []
+        found = (self._scene.GetNthNode(i) for i in range(self._scene.GetNumberOfNodes()))
+        return [n for n in found if any(n.IsA(t) for t in self.nodeTypes)
+                and (self.showChildNodeTypes or n.GetClassName() in self.nodeTypes)]
+
+    def setCheckState(self, node, state):
+        if node not in self.nodes():
+            raise TypeError(f"{self.name}: {node.GetName()} is not offered (nodeTypes {self.nodeTypes})")
+        before = set(self._checked)
+        (self._checked.add if state == 2 else self._checked.discard)(node.GetID())
+        if self._checked != before:
+            self.checkedNodesChanged.emit()
+
+    def checkState(self, node):
+        return 2 if node.GetID() in self._checked else 0
+
+    def checkedNodes(self):
+        return [n for n in self.nodes() if n.GetID() in self._checked]
+
+
 WIDGET_CLASSES = {"qMRMLWidget": qMRMLWidget, "qMRMLNodeComboBox": qMRMLNodeComboBox,
-                  "qSlicerWidget": qMRMLWidget}
+                  "qMRMLCheckableNodeComboBox": qMRMLCheckableNodeComboBox, "qSlicerWidget": qMRMLWidget}

@@ -279,6 +279,30 @@ class QProgressBar(QWidget):
         self.value = int(value)
 
 
+class QSlider(QWidget):
+    """Integer slider: `value` (clamped to minimum..maximum) emits `valueChanged(int)` when it changes."""
+
+    SIGNALS = ("valueChanged",)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.minimum, self.maximum, self.orientation, self._value = 0, 99, None, 0
+
+    @property
+    def value(self):
+        return self._value
+
+    @value.setter
+    def value(self, value):
+        value = max(self.minimum, min(self.maximum, int(value)))
+        if value != self._value:
+            self._value = value
+            self.valueChanged.emit(value)
+
+    def setValue(self, value):
+        self.value = value
+
+
 class QPlainTextEdit(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)

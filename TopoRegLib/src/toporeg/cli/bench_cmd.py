@@ -1,14 +1,14 @@
-"""`toporeg bench registration ...`: side-by-side benchmarks (peers and TopoReg in the same run)."""
+"""`toporeg bench registration|topology ...`: side-by-side benchmarks (peers/baselines and TopoReg in the same run)."""
 
 from __future__ import annotations
 
 import argparse
 
-BENCHMARKS = ("registration",)
+BENCHMARKS = ("registration", "topology")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="run a benchmark (registration) and write its table, JSON and figure",
+    p = sub.add_parser("bench", help="run a benchmark (registration, topology) and write its table, JSON and figure",
                        add_help=False)
     p.add_argument("benchmark", choices=BENCHMARKS)
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark (see --help after its name)")
@@ -16,6 +16,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bench.registration import main as registration_main  # heavy imports only when benchmarking
+    if args.benchmark == "topology":  # heavy imports only when benchmarking
+        from ..bench.topology import main as topology_main
+
+        return topology_main(args.rest)
+    from ..bench.registration import main as registration_main
 
     return registration_main(args.rest)

@@ -66,6 +66,7 @@ def _register(args: argparse.Namespace, out: Path, progress, timings) -> dict:
         initial = load_affine(args.initial_transform) if args.initial_transform else None
     settings = preset(args.preset, transform=args.transform, similarity=args.similarity,
                       regularization=args.regularization)
+    extra: dict = {}  # report fields added by --topology-aware
     if args.method == "learned":
         from ..models.inference import learned_register
 

@@ -83,6 +83,19 @@ def model_grid(fixed: Volume, card: dict[str, Any], fixed_mask: Volume | None = 
     return Volume(np.zeros(shape + ((1,) if ndim == 2 else ()), np.uint8), affine)
 
 
+def network_input(volume: Volume, grid: Volume, *, mask: Volume | None = None, transform: np.ndarray | None = None,
+                  device=None) -> torch.Tensor:
+    """(1, 1, *grid) input of a network: `volume` (skull-stripped by `mask` when given, as the models expect)
+    resampled onto `grid` through `transform` (RAS grid point → volume point), percentile-normalised."""
+    data = np.asarray(volume.data, np.float32)
+    if mask is not None:
+        m = mask if mask.same_grid(volume) else resample_to(mask, volume, interpolation="nearest")
+        data = data * (np.asarray(m.data).reshape(data.shape) > 0)
+    res = resample_to(volume.with_data(data), grid, transform=transform, device=device)
+    data = percentile_normalize(np.asarray(res.data).reshape(grid.grid_shape), *PERCENTILES)
+    return torch.as_tensor(data, device=device)[None, None]
+
+
 def _foreground(fixed: Volume, fixed_mask: Volume | None = None) -> np.ndarray:
     """Boolean foreground on the fixed grid: the mask, else normalised intensity > 0.1."""
     if fixed_mask is not None:
@@ -149,16 +162,8 @@ def _learned(fixed, moving, model, card, aff, settings, refine_iterations, int_s
     grid = model_grid(fixed, card, fixed_mask)
     messages = list(aff.messages) + _domain_messages(fixed, grid, card, fixed_mask)
 
-    def on_grid(vol: Volume, mask: Volume | None, transform=None) -> torch.Tensor:
-        data = np.asarray(vol.data, np.float32)
-        if mask is not None:  # the model expects skull-stripped brains: a given brain mask strips the image
-            m = mask if mask.same_grid(vol) else resample_to(mask, vol, interpolation="nearest")
-            data = data * (np.asarray(m.data).reshape(data.shape) > 0)
-        res = resample_to(vol.with_data(data), grid, transform=transform, device=dev)
-        data = percentile_normalize(np.asarray(res.data).reshape(grid.grid_shape), *PERCENTILES)
-        return torch.as_tensor(data, device=dev)[None, None]
-
-    f_net, m_net = on_grid(fixed, fixed_mask), on_grid(moving, moving_mask, aff.affine_ras)
+    f_net = network_input(fixed, grid, mask=fixed_mask, device=dev)
+    m_net = network_input(moving, grid, mask=moving_mask, transform=aff.affine_ras, device=dev)
     out = model(m_net, f_net, sample=False, int_steps=steps)
     velocity = out.velocity_mean
     if refine_iterations > 0:

@@ -42,7 +42,6 @@ class SemanticFeatures:
 
     @torch.no_grad()
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        size = image.shape[2:]
         factor = 2 ** len(self.extractor.unet.encoder)
         padded, crop = _pad_to_multiple(image, factor)
         mode = "bilinear" if image.dim() == 4 else "trilinear"

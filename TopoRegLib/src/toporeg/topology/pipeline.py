@@ -18,14 +18,15 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..geometry import resample_to, tensor_to_volume
+from ..geometry import resample_to
 from ..geometry.intensity import percentile_normalize
+from ..models.inference import model_grid, network_input
 from ..io import Volume
 from ..progress import Progress
 from ..registration import RegistrationResult, preset, register
 from ..registration.device import resolve_device
-from ..transforms.affine import affine_coordinates, spatial_block
-from ..transforms.sampling import identity_grid, sample
+from ..transforms.affine import spatial_block
+from ..transforms.sampling import identity_grid
 from .optimize import PairFit, fit_pair
 from .score import SymmetricScore, control_set_baselines, outlier_score, symmetric_score
 
@@ -87,16 +88,6 @@ def display_map(heatmap: np.ndarray, foreground: np.ndarray) -> tuple[np.ndarray
     return display.astype(np.float32), legend
 
 
-def _normalised(volume: Volume, mask: Volume | None = None) -> np.ndarray:
-    """Percentile-normalised to 0–1; with a mask, the voxels outside it are set to 0 (e.g. skull stripping),
-    so that anatomy the user excluded cannot show up as a topological change."""
-    data = np.asarray(volume.data, np.float32).reshape(volume.grid_shape)
-    if mask is None:
-        return percentile_normalize(data, 1.0, 99.0)
-    m = np.asarray(resample_to(mask, volume, interpolation="nearest").data).reshape(volume.grid_shape) > 0
-    return percentile_normalize(data, 1.0, 99.0, mask=m) * m
-
-
 def _affine_part(reg: RegistrationResult, dev: torch.device) -> tuple[np.ndarray, torch.Tensor]:
     """(voxel map fixed→moving (ndim+1)², the deformable residual μ0 on the fixed grid in fixed voxels)."""
     fixed, moving = reg.fixed, reg.moving
@@ -155,40 +146,55 @@ def topology_heatmap(fixed: Volume, moving: Volume, settings: TopologySettings |
                    progress=progress.sub("register", 0.0, 0.3), device=dev)
     timings["registration_seconds"] = round(time.perf_counter() - start, 3)
     factory = PairFitterFactory(settings, fixed.affine, dev)
-    vox, mu0 = _affine_part(reg, dev)
-    j = torch.as_tensor(_normalised(fixed, fixed_mask), device=dev)[None, None]
-    i_native = torch.as_tensor(_normalised(moving, moving_mask), device=dev)[None, None]
-    i = sample(i_native, affine_coordinates(vox, fixed.grid_shape, device=dev), padding="zeros")
+    # the work grid: the fixed grid (optimize) or the trained model's grid (learned), see CONVENTIONS.md
+    grid = fixed if factory.model is None else model_grid(fixed, factory.card, fixed_mask)
+    factory.grid_affine = grid.affine
+    j = network_input(fixed, grid, mask=fixed_mask, device=dev)
+    i = network_input(moving, grid, mask=moving_mask, transform=reg.affine_ras, device=dev)
+    mu0 = _affine_part(reg, dev)[1] if grid is fixed else None
     t0 = time.perf_counter()
     pair: SymmetricScore = symmetric_score(j, i, factory, init_mu=mu0, progress=progress.sub("topology", 0.3, 0.6))
     timings["topology_seconds"] = round(time.perf_counter() - t0, 3)
-    heat = pair.l_sym.detach().cpu().numpy()
-    foreground = j[0, 0].cpu().numpy() > 0.1 if fixed_mask is None else np.asarray(
-        resample_to(fixed_mask, fixed, interpolation="nearest").data).reshape(fixed.grid_shape) > 0
+    heat = _on_fixed(pair.l_sym, grid, fixed)
+    foreground = _foreground(fixed, fixed_mask)
     display, legend = display_map(heat, foreground)
     outlier = None
     if controls:
         t0 = time.perf_counter()
-        control_t = [_onto_fixed(c, fixed, settings, dev) for c in controls]
+        control_t = [_control_on_grid(c, fixed, grid, settings, dev) for c in controls]
         baselines = control_set_baselines(control_t, factory, progress=progress.sub("controls", 0.6, 0.9))
         q, _ = outlier_score(j, control_t, factory, control_baselines=baselines,
                              progress=progress.sub("outlier", 0.9, 1.0))
-        outlier = tensor_to_volume(q[None, None], fixed)
+        outlier = Volume(_on_fixed(q, grid, fixed), fixed.affine)
         timings["outlier_seconds"] = round(time.perf_counter() - t0, 3)
     timings["total_seconds"] = round(time.perf_counter() - start, 3)
     return TopologyResult(
-        heatmap=tensor_to_volume(torch.as_tensor(heat)[None, None], fixed),
-        display=tensor_to_volume(torch.as_tensor(display)[None, None], fixed), legend=legend,
+        heatmap=Volume(heat, fixed.affine), display=Volume(display, fixed.affine), legend=legend,
         registration=reg, forward=pair.forward, outlier=outlier, timings=timings,
         settings={k: v for k, v in vars(settings).items()})
 
 
-def _onto_fixed(control: Volume, fixed: Volume, settings: TopologySettings, dev: torch.device) -> torch.Tensor:
-    """A control image affinely registered and resampled onto the fixed grid, normalised to 0–1."""
+def _on_fixed(values: torch.Tensor, grid: Volume, fixed: Volume) -> np.ndarray:
+    """A (*S) map on the work grid as float32 on the fixed grid (linear resampling if the grids differ)."""
+    data = values.detach().cpu().numpy().astype(np.float32)
+    if grid is fixed:
+        return data
+    return np.asarray(resample_to(Volume(data, grid.affine), fixed, interpolation="linear").data,
+                      np.float32).reshape(fixed.grid_shape)
+
+
+def _foreground(fixed: Volume, mask: Volume | None) -> np.ndarray:
+    if mask is not None:
+        return np.asarray(resample_to(mask, fixed, interpolation="nearest").data).reshape(fixed.grid_shape) > 0
+    data = np.asarray(fixed.data, np.float32).reshape(fixed.grid_shape)
+    return percentile_normalize(data, 1.0, 99.0) > 0.1
+
+
+def _control_on_grid(control: Volume, fixed: Volume, grid: Volume, settings: TopologySettings,
+                     dev: torch.device) -> torch.Tensor:
+    """A control image affinely registered to the fixed image and resampled onto the work grid."""
     if control.spatial_ndim != fixed.spatial_ndim:
         raise InputError(f"control image is {control.spatial_ndim}D but fixed is {fixed.spatial_ndim}D",
                          control.meta.get("path"))
     aff = register(fixed, control, preset(settings.preset).with_(transform="affine"), device=dev)
-    vox = spatial_block(np.linalg.inv(control.affine) @ aff.affine_ras @ fixed.affine, fixed.spatial_ndim)
-    native = torch.as_tensor(_normalised(control), device=dev)[None, None]
-    return sample(native, affine_coordinates(vox, fixed.grid_shape, device=dev), padding="zeros")
+    return network_input(control, grid, transform=aff.affine_ras, device=dev)

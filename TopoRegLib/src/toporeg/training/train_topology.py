@@ -60,7 +60,8 @@ def build_model(cfg: TopologyTrainConfig, dev: torch.device) -> TopologyCVAE:
     if cfg.features == "semantic":
         if not cfg.deepsim_model:
             raise ValueError("semantic features need deepsim_model (a trained DeepSim-seg extractor)")
-        extractor, _card = load_model(cfg.deepsim_model)
+        from ..models.catalogue import resolve_model
+        extractor, _card = load_model(resolve_model(cfg.deepsim_model))
         extractor_cfg, extractor_state = extractor.config, extractor.state_dict()
         if extractor_cfg["ndim"] != cfg.ndim:
             raise ValueError(f"the DeepSim extractor is {extractor_cfg['ndim']}D, the model {cfg.ndim}D")

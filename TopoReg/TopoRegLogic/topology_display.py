@@ -1,0 +1,81 @@
+"""Topology heatmaps on the slice views: perceptual colour map, fixed 0-1 window, legend attributes, overlay.
+
+The display map (`heatmap_display.nii.gz`, 1 - exp(-max(L - median, 0) / 5 nats)) always uses the window [0, 1],
+so one colour means the same number of nats in every run of one image; report.json's `display_legend` says which
+(display 0 / 0.5 / 0.9 / 0.99 -> nats per voxel). The legend is kept on the nodes as attributes
+`TopoReg.legend.<display value>` = "<value> nats", so it survives scene save and reload.
+"""
+
+from __future__ import annotations
+
+import slicer
+import vtk
+
+LEGEND_PREFIX = "TopoReg.legend."
+COLOR_NAME = "TopoReg Inferno"
+# matplotlib's perceptual "inferno" at 0, 1/8, ..., 1 (used when the scene has no "Inferno" colour table)
+INFERNO = ((0.001, 0.000, 0.014), (0.079, 0.042, 0.206), (0.258, 0.039, 0.406), (0.416, 0.090, 0.433),
+           (0.578, 0.148, 0.404), (0.736, 0.216, 0.330), (0.865, 0.317, 0.226), (0.955, 0.469, 0.100),
+           (0.988, 0.998, 0.645))
+
+
+def legend_text(legend: dict) -> str:
+    """One line for the panel: display values -> nats per voxel."""
+    items = sorted(legend.items(), key=lambda kv: float(kv[0]))
+    return ("Colour " + " / ".join(k for k, _ in items) + " = " + " / ".join(f"{v:.3g}" for _, v in items)
+            + " nats per voxel")
+
+
+def set_legend(node, legend: dict, units: str) -> None:
+    node.SetAttribute("TopoReg.Units", units)
+    for key, value in legend.items():
+        node.SetAttribute(f"{LEGEND_PREFIX}{key}", f"{value:.3g} nats")
+
+
+def legend_from_node(node) -> dict:
+    """The legend attributes of a node, as display value (str) -> text."""
+    return {name[len(LEGEND_PREFIX):]: node.GetAttribute(name) for name in node.GetAttributeNames() or ()
+            if name.startswith(LEGEND_PREFIX)}
+
+
+def color_node(scene):
+    """Slicer's "Inferno" colour table when the scene has one (desktop Slicer), else a procedural copy."""
+    for name in ("Inferno", COLOR_NAME):
+        found = scene.GetFirstNodeByName(name)
+        if found is not None and found.IsA("vtkMRMLColorNode"):
+            return found
+    node = scene.AddNewNodeByClass("vtkMRMLProceduralColorNode", COLOR_NAME)
+    node.SetAttribute("Category", "TopoReg")
+    ctf = vtk.vtkColorTransferFunction()
+    for index, rgb in enumerate(INFERNO):
+        ctf.AddRGBPoint(index / (len(INFERNO) - 1), *rgb)
+    node.SetAndObserveColorTransferFunction(ctf)
+    return node
+
+
+def style_map(scene, node, low: float, high: float, threshold: float = 0.0) -> None:
+    """Colour map, fixed window [low, high]; values below `threshold` (> 0) are transparent in an overlay."""
+    display = node.GetDisplayNode()
+    if display is None:
+        node.CreateDefaultDisplayNodes()
+        display = node.GetDisplayNode()
+    display.SetAndObserveColorNodeID(color_node(scene).GetID())
+    display.AutoWindowLevelOff()
+    display.SetWindowLevelMinMax(low, high)
+    display.SetApplyThreshold(1 if threshold > 0 else 0)
+    if threshold > 0:
+        display.SetThreshold(threshold, 1e6)
+
+
+def show_overlay(scene, background, foreground, opacity: float) -> None:
+    """Background = the fixed volume, foreground = the display map, in every slice view."""
+    for composite in slicer.util.getNodesByClass("vtkMRMLSliceCompositeNode", scene):
+        composite.SetBackgroundVolumeID(background.GetID())
+        composite.SetForegroundVolumeID(foreground.GetID())
+        composite.SetForegroundOpacity(float(opacity))
+
+
+def set_opacity(scene, opacity: float) -> None:
+    """The panel's opacity slider: the foreground opacity of every slice view."""
+    for composite in slicer.util.getNodesByClass("vtkMRMLSliceCompositeNode", scene):
+        composite.SetForegroundOpacity(float(opacity))

@@ -1,0 +1,298 @@
+"""The topology heatmap workflow on MRML nodes: `toporeg topology` in a background process, results as overlays.
+
+`start_background(params, on_progress, on_done)` validates the nodes, writes them (and the control volumes) to a
+temporary folder, runs `toporeg topology FIXED MOVING --out DIR ...` through the same `CliRunner` as the
+registration (JSON progress, cancel file, full log) and, once it succeeded, `apply_results` loads DIR into the
+scene: the heatmap L_sym(FIXED|MOVING) in nats per voxel and its 0-1 display map on the fixed grid (exact
+geometry: the fixed node's IJKToRAS), the outlier map Q(FIXED) when controls were given, and the initial
+registration (transform with reference roles, warped volume) through `RegistrationLogic.apply_results`. The
+display map becomes the foreground of every slice view (perceptual colour map, window fixed to 0-1, opacity), its
+legend (display value -> nats, from report.json) is stored as node attributes `TopoReg.legend.<value>`.
+A cancelled or failed run adds no node. Inputs are read without their parent transforms (the CLI registers them).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import nodes
+from . import topology_display as overlay
+from .outputs import outputs_from_directory
+from .params import DEVICES, PRESETS, RegistrationParams
+from .registration_logic import RegistrationLogic, one_line
+from .runner import CliRunner, popen_launcher
+
+TOPOLOGY_METHODS = ("optimize", "learned")   # toporeg.cli.topology_cmd --method
+FEATURES = ("intensity", "semantic")         # --features (intensity first: the CLI default)
+REFERENCES = {"display": "TopoReg.HeatmapDisplay", "outlier": "TopoReg.Outlier",
+              "transform": "TopoReg.Transform", "warped": "TopoReg.Warped"}
+UNITS = {"heatmap": "nats per voxel (L_sym)", "display": "0-1 display map of the heatmap",
+         "outlier": "nats per voxel (outlier score Q against the controls)"}
+
+
+@dataclass
+class TopologyParameters:
+    """One heatmap computation. `controls`: volume nodes (the control set, exported as NIfTI); `model`: a topology
+    model name or .safetensors path (method 'learned' only); `iterations`: ELBO fit iterations (None: the CLI's
+    default); `heatmapVolume`: output node to update (None: a new one); `threshold`: display values below it are
+    transparent in the overlay. fixed = the image examined (J), moving = the reference (I)."""
+
+    fixedVolume: Any = None
+    movingVolume: Any = None
+    fixedMask: Any = None
+    movingMask: Any = None
+    method: str = "optimize"
+    features: str = "intensity"
+    model: str = ""
+    controls: tuple = ()
+    preset: str = "default"
+    iterations: int | None = None
+    device: str = "auto"
+    heatmapVolume: Any = None
+    opacity: float = 0.5
+    threshold: float = 0.1
+
+
+def as_topology_params(params: Any) -> TopologyParameters:
+    """A `TopologyParameters` copy of any object with (some of) those attributes (later edits do not leak in)."""
+    values = {f.name: getattr(params, f.name) for f in fields(TopologyParameters) if hasattr(params, f.name)}
+    return TopologyParameters(**{**values, "controls": tuple(values.get("controls") or ())})
+
+
+def _spatial_ndim(node) -> int:
+    return 2 if node.GetImageData().GetDimensions()[2] == 1 else 3
+
+
+class TopologyLogic:
+    """Topology heatmaps on MRML nodes. Same injected dependencies as `RegistrationLogic`."""
+
+    def __init__(self, scene, *, volumes_logic=None, segmentations_logic=None, launcher: Callable = popen_launcher,
+                 python: str | None = None, temp_root: str | Path | None = None, keep_temp: bool = False):
+        self.scene = scene
+        self.launcher, self.python, self.temp_root, self.keep_temp = launcher, python, temp_root, keep_temp
+        # writes the input files and applies the initial registration's outputs (its own `last`, not the panel's)
+        self.registration = RegistrationLogic(scene, volumes_logic=volumes_logic,
+                                              segmentations_logic=segmentations_logic, temp_root=temp_root)
+        self.runner: CliRunner | None = None
+        self.last: dict = {}
+
+    # --- inputs ------------------------------------------------------------------------------
+    def validate(self, params) -> None:
+        """Raise `InputError` with a one-line message when `params` cannot be run."""
+        p = as_topology_params(params)
+        fixed, moving = p.fixedVolume, p.movingVolume
+        if fixed is None or moving is None:
+            raise nodes.input_error("select a fixed and a moving volume")
+        if fixed is moving:
+            raise nodes.input_error("fixed and moving volumes must be different")
+        for name, value, choices in (("method", p.method, TOPOLOGY_METHODS), ("features", p.features, FEATURES),
+                                     ("preset", p.preset, PRESETS), ("device", p.device, DEVICES)):
+            if value not in choices:
+                raise nodes.input_error(f"unknown {name} '{value}' (choose from {', '.join(choices)})")
+        if p.method == "learned" and not (p.model or "").strip():
+            raise nodes.input_error("method 'learned' needs a trained topology model (a name or a .safetensors path)")
+        if p.iterations is not None and int(p.iterations) < 0:
+            raise nodes.input_error("iterations must be >= 0")
+        if p.heatmapVolume is not None and (p.heatmapVolume in (fixed, moving) or p.heatmapVolume in p.controls):
+            raise nodes.input_error("the heatmap volume must be a new volume, not an input")
+        for role, node in (("fixed", fixed), ("moving", moving)) + tuple(("control", c) for c in p.controls):
+            if node is None or not node.IsA("vtkMRMLScalarVolumeNode") or node.IsA("vtkMRMLLabelMapVolumeNode"):
+                raise nodes.input_error(f"the {role} image must be a scalar volume")
+            if node.GetImageData() is None:
+                raise nodes.input_error(f"{role} volume '{node.GetName()}' has no image data")
+            if node.GetImageData().GetNumberOfScalarComponents() != 1:
+                raise nodes.input_error(f"{role} volume '{node.GetName()}' must have a single component")
+            if _spatial_ndim(node) != _spatial_ndim(fixed):
+                raise nodes.input_error(f"{role} volume '{node.GetName()}' is {_spatial_ndim(node)}D but fixed volume "
+                                        f"'{fixed.GetName()}' is {_spatial_ndim(fixed)}D: use images of one kind")
+        if fixed in p.controls:
+            raise nodes.input_error("the fixed volume cannot be one of its own controls")
+        if len(p.controls) == 1:  # the outlier score compares each control with the others (leave-one-out)
+            raise nodes.input_error("a control set needs at least two volumes")
+
+    def write_inputs(self, params: TopologyParameters, work_dir: Path) -> list[str]:
+        """Save fixed, moving, masks (through `RegistrationLogic.write_inputs`) and the controls; CLI arguments."""
+        from toporeg.io import save_volume
+
+        fixed_node = params.fixedVolume
+        inputs = {"fixed": nodes.volume_from_node(fixed_node, is_label=False),
+                  "moving": nodes.volume_from_node(params.movingVolume, is_label=False),
+                  "fixed_mask": nodes.mask_from_node(params.fixedMask, fixed_node,
+                                                     self.registration.segmentations_logic),
+                  "moving_mask": nodes.mask_from_node(params.movingMask, params.movingVolume,
+                                                      self.registration.segmentations_logic),
+                  "initial": None}
+        args = self.registration.write_inputs(inputs, work_dir)
+        controls = []
+        for index, node in enumerate(params.controls):
+            path = str(save_volume(nodes.volume_from_node(node, is_label=False), work_dir / f"control_{index}.nii"))
+            self.registration.input_names[path] = f"control '{node.GetName()}'"
+            controls.append(path)
+        return args + (["--controls", *controls] if controls else [])
+
+    def cli_arguments(self, params: TopologyParameters, input_args: list[str], out_dir: Path) -> list[str]:
+        args = ["topology", *input_args[:2], "--out", str(out_dir), "--method", params.method,
+                "--features", params.features, "--preset", params.preset, "--device", params.device]
+        if params.method == "learned":
+            args += ["--model", params.model.strip()]
+        if params.iterations is not None:
+            args += ["--iterations", str(int(params.iterations))]
+        return args + input_args[2:]
+
+    def available_models(self) -> list[str]:
+        """Names of the installed topology models (empty before the library is installed)."""
+        try:
+            from toporeg.models.catalogue import list_models
+        except ImportError:
+            return []
+        return [m["name"] for m in list_models() if m.get("task") == "topology"]
+
+    # --- background --------------------------------------------------------------------------
+    def start_background(self, params, on_progress: Callable | None = None,
+                         on_done: Callable[[bool, str], None] | None = None, work_dir: str | Path | None = None
+                         ) -> CliRunner:
+        """Start `toporeg topology`; poll the returned runner until `poll()` is False (as the registration).
+
+        `on_done(ok, status)` once, after the results were added to the scene (ok) or the run failed / was
+        cancelled (nothing added). Bad input raises here, before any file is written or process started.
+        """
+        if self.runner is not None and self.runner.running:
+            raise nodes.input_error("a heatmap computation is already running")
+        snapshot = as_topology_params(params)
+        self.validate(snapshot)
+        if self.temp_root is not None:
+            Path(self.temp_root).mkdir(parents=True, exist_ok=True)
+        work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="TopoRegTopology-", dir=self.temp_root))
+        work.mkdir(parents=True, exist_ok=True)
+        out_dir = work / "out"
+        try:
+            args = self.cli_arguments(snapshot, self.write_inputs(snapshot, work), out_dir)
+        except Exception:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+
+        def finished(runner: CliRunner) -> None:
+            ok, status = False, ""
+            try:
+                if runner.state == "succeeded":
+                    status, ok = self.apply_results(snapshot, out_dir), True
+                elif runner.state == "cancelled":
+                    status = "Cancelled; no outputs were written."
+                else:
+                    status = f"Failed: {self._user_names(runner.error)}"
+            except Exception as exc:  # noqa: BLE001 - reported as the status line, full log kept
+                runner.log.append(f"applying results failed: {exc!r}")
+                status = f"Failed: {one_line(exc)}"
+            finally:
+                self.last["status"], self.last["log"] = status, runner.full_log()
+                if not self.keep_temp:
+                    shutil.rmtree(work, ignore_errors=True)
+            if on_done is not None:
+                on_done(ok, status)
+
+        self.last = {}
+        self.runner = CliRunner(work, launcher=self.launcher, python=self.python, on_progress=on_progress,
+                                on_finished=finished)
+        return self.runner.start(args)
+
+    def _user_names(self, text: str) -> str:
+        for path, name in self.registration.input_names.items():
+            text = text.replace(path, name)
+        return text
+
+    def cancel(self) -> None:
+        if self.runner is not None:
+            self.runner.cancel()
+
+    # --- results -----------------------------------------------------------------------------
+    def apply_results(self, params: TopologyParameters, out_dir: str | Path) -> str:
+        """Load a `toporeg topology --out DIR` folder into the scene (nodes are created only here); status line."""
+        from toporeg.io import load_volume
+
+        out, fixed = Path(out_dir), params.fixedVolume
+        report = json.loads((out / "report.json").read_text())
+        files, metrics = report.get("files", {}), report.get("metrics", {})
+        legend = {str(k): float(v) for k, v in metrics.get("display_legend", {}).items()}
+        volumes = {role: self._on_fixed_grid(load_volume(out / files[key], is_label=False), fixed)
+                   for role, key in (("heatmap", "heatmap"), ("display", "heatmap_display"), ("outlier", "outlier"))
+                   if key in files}
+        heatmap = nodes.ensure_volume_node(self.scene, params.heatmapVolume,
+                                           f"{fixed.GetName()} topology heatmap", volumes["heatmap"])
+        made = {"heatmap": heatmap}
+        for role, title in (("display", "topology display"), ("outlier", "outlier score")):
+            old = heatmap.GetNodeReference(REFERENCES[role])
+            if role in volumes:
+                made[role] = nodes.ensure_volume_node(self.scene, old, f"{fixed.GetName()} {title}", volumes[role])
+                heatmap.SetNodeReferenceID(REFERENCES[role], made[role].GetID())
+            elif old is not None:  # a previous run had controls, this one has none
+                heatmap.RemoveNodeReferenceIDs(REFERENCES[role])
+                self.scene.RemoveNode(old)
+        for role, node in made.items():
+            node.SetAndObserveTransformNodeID(fixed.GetTransformNodeID())  # overlays follow the fixed volume
+            overlay.set_legend(node, {} if role == "outlier" else legend, UNITS[role])
+        lo, hi = legend.get("0", 0.0), legend.get("0.99", 1.0)
+        overlay.style_map(self.scene, made["heatmap"], lo, max(hi, lo + 1e-3))
+        overlay.style_map(self.scene, made["display"], 0.0, 1.0, params.threshold)
+        if "outlier" in made:
+            q = np.asarray(volumes["outlier"].data, np.float64)
+            overlay.style_map(self.scene, made["outlier"], float(np.median(q)), float(np.percentile(q, 99)) + 1e-3)
+        overlay.show_overlay(self.scene, fixed, made["display"], params.opacity)
+        registration_status = self._apply_registration(params, out, report, heatmap)
+        nats = metrics.get("heatmap_nats", {})
+        status = (f"Heatmap done in {float(report.get('timings', {}).get('total_seconds', 0.0)):.1f} s: L_sym median "
+                  f"{nats.get('median', 0.0):.3g}, 99th percentile {nats.get('p99', 0.0):.3g} nats per voxel")
+        if "outlier" in made:
+            status += f"; outlier score against {len(params.controls)} controls"
+        status += f"; registration {registration_status.split(': ', 1)[-1]}"
+        self.last.update(made, legend=legend, report=report, status=status,
+                         transform=self.registration.last.get("transform"),
+                         warped=self.registration.last.get("volume"))
+        return status
+
+    @staticmethod
+    def _on_fixed_grid(volume, fixed):
+        """The CLI writes its maps on the fixed grid (float32 affine in NIfTI): check, then use the node's matrix."""
+        dims, shape = fixed.GetImageData().GetDimensions(), tuple(volume.spatial_shape) + (1,) * 3
+        if tuple(shape[:3]) != tuple(dims) or not np.allclose(volume.affine, nodes.ijk_to_ras(fixed), atol=1e-3):
+            raise nodes.input_error(f"topology output is not on the fixed volume's grid ({shape[:3]} vs {dims})")
+        volume.affine = nodes.ijk_to_ras(fixed)
+        return volume.astype(np.float32)
+
+    def _apply_registration(self, params: TopologyParameters, out: Path, report: dict, heatmap) -> str:
+        """The initial registration (registration/ has no report.json of its own) through the registration logic."""
+        from toporeg.registration import preset
+
+        reg_dir = out / "registration"
+        reg_files = {k.split("/", 1)[1]: v.split("/", 1)[1] for k, v in report.get("files", {}).items()
+                     if k.startswith("registration/")}
+        (reg_dir / "report.json").write_text(json.dumps({
+            "files": reg_files, "metrics": report.get("metrics", {}).get("registration", {}),
+            "registration_settings": {"transform": preset(params.preset).transform},
+            "timings": {"total_seconds": report.get("timings", {}).get("topology.registration_seconds", 0.0)}}))
+        fixed, moving = params.fixedVolume, params.movingVolume
+        transform = heatmap.GetNodeReference(REFERENCES["transform"])
+        warped = heatmap.GetNodeReference(REFERENCES["warped"])
+        if warped is None:
+            warped = self.scene.AddNewNodeByClass(nodes.SCALAR_CLASS, self.scene.GenerateUniqueName(
+                f"{moving.GetName()} registered to {fixed.GetName()} (topology)"))
+        run = RegistrationParams(fixedVolume=fixed, movingVolume=moving, outputTransform=transform,
+                                 outputVolume=warped, applyToMoving=False, showJacobian=False)
+        status = self.registration.apply_results(run, outputs_from_directory(reg_dir))
+        if transform is None:
+            run.outputTransform.SetName(self.scene.GenerateUniqueName(
+                f"{moving.GetName()} to {fixed.GetName()} (TopoReg topology)"))
+        heatmap.SetNodeReferenceID(REFERENCES["transform"], run.outputTransform.GetID())
+        heatmap.SetNodeReferenceID(REFERENCES["warped"], warped.GetID())
+        if warped.GetDisplayNode() is None:
+            warped.CreateDefaultDisplayNodes()
+        return status
+
+    def set_opacity(self, opacity: float) -> None:
+        overlay.set_opacity(self.scene, opacity)
