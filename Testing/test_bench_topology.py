@@ -63,7 +63,7 @@ def test_quick_run_writes_every_method_and_valid_aucs(tmp_path):
     deepsim, model = _tiny_models(tmp_path)
     out = tmp_path / "out"
     rc = bench.main(["--quick", "--out", str(out), "--cache", str(_cache(tmp_path)), "--deepsim-model", str(deepsim),
-                     "--model", str(model), "--seed", "1"])
+                     "--model", str(model), "--seed", "1", "--subjects", "1"])
     assert rc == 0
     doc = json.loads((out / bench.JSON_NAME).read_text())
     md = (out / bench.MD_NAME).read_text()

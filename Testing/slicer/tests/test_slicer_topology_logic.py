@@ -265,10 +265,10 @@ def _flat(scene, name):
 def test_bad_input_gives_a_clear_error_before_anything_starts(mini_slicer, tmp_path, case, message):
     scene = mini_slicer.scene
     fixed, moving, control, _ = _add_volumes(scene)
+    flat = _flat(scene, "flat")
     params = {"no fixed": TopologyParameters(movingVolume=moving),
-              "2D vs 3D": TopologyParameters(fixedVolume=_flat(scene, "flat"), movingVolume=moving),
-              "2D control": TopologyParameters(fixedVolume=fixed, movingVolume=moving,
-                                               controls=(control, _flat(scene, "flat"))),
+              "2D vs 3D": TopologyParameters(fixedVolume=flat, movingVolume=moving),
+              "2D control": TopologyParameters(fixedVolume=fixed, movingVolume=moving, controls=(control, flat)),
               "one control": TopologyParameters(fixedVolume=fixed, movingVolume=moving, controls=(control,)),
               "learned without model": TopologyParameters(fixedVolume=fixed, movingVolume=moving, method="learned"),
               "fixed as control": TopologyParameters(fixedVolume=fixed, movingVolume=moving, controls=(control, fixed)),

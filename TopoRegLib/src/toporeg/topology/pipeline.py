@@ -139,6 +139,8 @@ def topology_heatmap(fixed: Volume, moving: Volume, settings: TopologySettings |
     progress = progress or Progress()
     if fixed.spatial_ndim != moving.spatial_ndim:
         raise InputError(f"fixed is {fixed.spatial_ndim}D but moving is {moving.spatial_ndim}D")
+    if len(controls) == 1:
+        raise InputError("the outlier score needs at least two control images (got one)")
     dev = resolve_device(device)
     timings: dict[str, float] = {}
     start = time.perf_counter()
