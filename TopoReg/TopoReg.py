@@ -307,7 +307,7 @@ class TopoRegLogic(ScriptedLoadableModuleLogic):  # noqa: F405
 
 
 class TopoRegTest(ScriptedLoadableModuleTest):  # noqa: F405
-    """Registers the bundled sample pair (Colin27 T1 onto MNI152 T1, 2 mm) with a tiny budget and checks the outputs.
+    """Runs the panels' workflows on the bundled sample pair (Colin27 T1 onto MNI152 T1, 2 mm) with tiny budgets.
 
     In Slicer: enable Developer mode and press "Reload and Test", or run
       Slicer --no-main-window --testing --python-code "import slicer.testing; slicer.testing.runUnitTest(['PATH/TO/TopoReg'], 'TopoReg')"
@@ -321,14 +321,12 @@ class TopoRegTest(ScriptedLoadableModuleTest):  # noqa: F405
 
     def runTest(self):
         self.setUp()
+        self.test_TopologyHeatmapSampleData()
+        self.setUp()  # the registration last: its outputs are what the headless run inspects afterwards
         self.test_RegisterSampleData()
 
-    def test_RegisterSampleData(self):
-        import numpy as np
+    def loadSamplePair(self):
         from toporeg.data import sample_path
-        from toporeg.registration import RegistrationSettings
-
-        from TopoRegLogic import transform_nodes
 
         self.delayDisplay("Loading sample data")
         scene = slicer.mrmlScene
@@ -339,6 +337,16 @@ class TopoRegTest(ScriptedLoadableModuleTest):  # noqa: F405
             affine = volume.affine.copy()
             affine[:3, :3] *= stride
             nodes.update_volume_node(node, volume.__class__(volume.data[::stride, ::stride, ::stride].copy(), affine))
+        return fixed, moving
+
+    def test_RegisterSampleData(self):
+        import numpy as np
+        from toporeg.registration import RegistrationSettings
+
+        from TopoRegLogic import transform_nodes
+
+        scene = slicer.mrmlScene
+        fixed, moving = self.loadSamplePair()
         logic = TopoRegLogic()
         params = logic.getParameterNode()
         params.fixedVolume, params.movingVolume = fixed, moving
@@ -354,4 +362,26 @@ class TopoRegTest(ScriptedLoadableModuleTest):  # noqa: F405
         outputs = logic.registration.last["outputs"]
         np.testing.assert_allclose(transform_nodes.displacement_from_node(transform), outputs.displacement_ras, atol=1e-5)
         self.assertIn("folding", status)
+        self.delayDisplay("Test passed")
+
+    def test_TopologyHeatmapSampleData(self):
+        """The topology panel's workflow, waited for: `toporeg topology --preset fast --iterations 3`, heatmap nodes."""
+        import numpy as np
+
+        fixed, moving = self.loadSamplePair()
+        logic = TopoRegLogic().topology
+        self.delayDisplay("Computing the topology heatmap")
+        runner = logic.start_background(TopologyParameters(fixedVolume=fixed, movingVolume=moving, preset="fast",
+                                                           iterations=3))
+        self.assertEqual(runner.wait(timeout=900), "succeeded", logic.last.get("log", ""))
+        self.delayDisplay(logic.last["status"])
+        heatmap, display = logic.last["heatmap"], logic.last["display"]
+        self.assertIs(slicer.mrmlScene.GetNodeByID(heatmap.GetID()), heatmap)
+        for node in (heatmap, display):  # on the fixed grid, finite
+            self.assertEqual(node.GetImageData().GetDimensions(), fixed.GetImageData().GetDimensions())
+            np.testing.assert_allclose(nodes.ijk_to_ras(node), nodes.ijk_to_ras(fixed), atol=1e-6)
+            self.assertTrue(np.isfinite(slicer.util.arrayFromVolume(node)).all(), node.GetName())
+        self.assertTrue(display.GetAttribute("TopoReg.legend.0.99"), "legend attributes on the display map")
+        for composite in slicer.util.getNodesByClass("vtkMRMLSliceCompositeNode"):  # the overlay in every view
+            self.assertEqual(composite.GetForegroundVolumeID(), display.GetID())
         self.delayDisplay("Test passed")

@@ -8,11 +8,13 @@ modality with intensity features and before any topology network has been traine
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from ..progress import Progress
+from ..registration.device import threads_for_grid
 from ..registration.optimise import minimise
 from ..registration.settings import RegistrationSettings
 from ..transforms.sampling import warp
@@ -65,8 +67,9 @@ def fit_pair(fixed: torch.Tensor, moving: torch.Tensor, features, *, init_mu: to
 
     optimiser = torch.optim.Adam([mu], lr=lr)
     settings = RegistrationSettings(early_stop_window=10, early_stop_tolerance=1e-5)
-    minimise(loss_fn, optimiser, iterations, settings,
-             lambda i, loss: progress.update("topology", i / max(iterations, 1), f"ELBO fit {i}/{iterations}"))
+    with threads_for_grid(math.prod(shape), fixed.device):  # small grids: one thread, as the registration engine
+        minimise(loss_fn, optimiser, iterations, settings,
+                 lambda i, loss: progress.update("topology", i / max(iterations, 1), f"ELBO fit {i}/{iterations}"))
     with torch.no_grad():
         mu_final = mu.detach()
         warped = warp(f_moving, mu_final, padding="border")

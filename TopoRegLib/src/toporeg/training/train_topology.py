@@ -73,6 +73,14 @@ def build_model(cfg: TopologyTrainConfig, dev: torch.device) -> TopologyCVAE:
 
 @torch.no_grad()
 def validate(model: TopologyCVAE, healthy: list[dict[str, torch.Tensor]], lesions: list) -> dict[str, float]:
+    """Validation draws reparameterisation noise: it runs on a forked RNG so that it does not shift the training
+    stream (the last validation of an interrupted run comes before its checkpoint; resume must match)."""
+    dev = next(model.parameters()).device
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        return _validate(model, healthy, lesions)
+
+
+def _validate(model: TopologyCVAE, healthy: list[dict[str, torch.Tensor]], lesions: list) -> dict[str, float]:
     model.eval()
     features = model.feature_map()
     elbo = [float(model.negative_elbo(p["fixed"], p["moving"], features)["total"]) for p in healthy]
