@@ -66,13 +66,13 @@ Log = Callable[[str], None]
 class BenchSize:
     """Counts and budgets of one run. brain_* and aware_* are per direction / cases; tests split over directions."""
 
-    brain_2d: int = 6            # defaults: ~20 min on 2 busy CPU cores with a 2D DeepSim extractor
-    brain_3d: int = 1
-    cells: int = 8
+    brain_2d: int = 8            # defaults: ~15–20 min on 2 busy CPU cores with a 2D DeepSim extractor
+    brain_3d: int = 2
+    cells: int = 10
     controls: int = 3
     tests: int = 4
     aware_2d: int = 6
-    aware_3d: int = 1
+    aware_3d: int = 2
     downsample: int = 1          # 2: 4 mm templates (2D slices 48 × 56), for quick runs and tests
     cell_shape: tuple[int, int] = (128, 128)
     iterations: int = 60         # ELBO fit iterations per direction
@@ -221,6 +221,11 @@ class BenchFitter:
         else:
             self.forward[key], self._pending = fit, key
         return fit
+
+    @property
+    def rescore(self):
+        """Forwarded so that the outlier score re-scores with the control set's shared Σ_f, α, β."""
+        return self.factory.rescore
 
     def clear(self) -> None:
         self.forward.clear()
@@ -614,12 +619,14 @@ def _set_table(s: dict[str, Any]) -> list[str]:
 
 
 def _aware_table(rows: Sequence[dict[str, Any]]) -> list[str]:
+    spacing = ", ".join(f"{r['name']} {r['spacing_mm']:g} mm" for r in rows)
     lines = ["## Topology-aware registration", "",
              "Lesion cases with mass effect (intra-subject, so the true field is known: nuisance deformation ∘ mass "
-             "effect). Plain: `toporeg.registration.register`. Topology-aware: the training-free intensity heatmap "
-             "(`topology_heatmap`), then `register(..., weights = 1 − display map)`; its time includes the heatmap. "
-             "Error: mean |u − u_true| in mm, inside the lesion, in the ring 2–6 voxels around it (inside the "
-             "brain), and over the brain.", "",
+             "effect). Plain: `toporeg.registration.register`. Topology-aware: the training-free intensity "
+             "heatmap (`topology_heatmap`), then `register(..., weights = 1 − display map)`; its time includes the "
+             "heatmap. "
+             f"Error: mean |u − u_true| in mm (voxel spacing: {spacing}), inside the lesion, in the ring 2–6 voxels "
+             "around it (inside the brain), and over the brain.", "",
              "| set | cases | variant | lesion (mm) | ring (mm) | brain (mm) | time (s) |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -654,7 +661,8 @@ def markdown(doc: dict[str, Any]) -> str:
              "(the same registration, refined by its ELBO fit). TopoReg maps are L_sym(J|I) (pairs) or Q(J) "
              "(outlier set), in nats per voxel. Time per subject: the method's own fitting (both directions; in the "
              "outlier set including the control-set fits, amortised over the tests); the shared registration is "
-             "listed once per set.", "", "## Targets", "", "| set | target met | |", "|---|---|---|"]
+             "listed once per set.", "", f"![first subject of every set]({PNG_STEM}_examples.png)", "",
+             "## Targets", "", "| set | target met | |", "|---|---|---|"]
     lines += [f"| {s['name']} | {_tick(s['target']['met'])} | {s['target']['statement']} |" for s in doc["sets"]]
     lines.append("")
     for s in doc["sets"]:
@@ -684,8 +692,20 @@ def roc_figure(s: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _panel(ax, name: str, img: np.ndarray, mask: np.ndarray | None) -> None:
+    """Images in grey at their 1–99.5 % range, the truth at 0–1, maps in magma within the scoring mask."""
+    is_image = name.startswith(("J ", "I "))
+    shown = img if mask is None or is_image or name == "truth" else np.where(mask > 0, img, np.nan)
+    lo, hi = (0.0, 1.0) if name == "truth" else np.nanpercentile(shown, [1, 99.5])
+    ax.imshow(np.rot90(shown), cmap="gray" if is_image else "magma", vmin=lo, vmax=hi)
+    ax.set_title(name.replace("TopoReg ", ""), fontsize=6)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
 def example_figure(sets: Sequence[SetScores], path: Path) -> None:
-    """One row per set: the first subject's J, I, true change, and every method's map (3D: middle axial slice)."""
+    """One row per set: the first subject's J, I, true change, and every method's map (3D: the axial slice
+    with the largest change)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -693,18 +713,13 @@ def example_figure(sets: Sequence[SetScores], path: Path) -> None:
     cols = max(len(s.example) - ("mask" in s.example) for s in rows) if rows else 1
     fig, axes = plt.subplots(len(rows), cols, figsize=(1.9 * cols, 2.1 * len(rows)), squeeze=False)
     for ax_row, s in zip(axes, rows):
-        items = [(k, v) for k, v in s.example.items() if k != "mask"]
         mask = s.example.get("mask")
+        items = [(k, v) for k, v in s.example.items() if k != "mask"]
         for ax, (name, img) in zip(ax_row, items):
-            shown = img if mask is None or name in ("J (fixed)", "I (moving)", "J (test)", "I (control 1)", "truth") \
-                else np.where(mask > 0, img, np.nan)
-            lo, hi = np.nanpercentile(shown, [1, 99.5]) if np.isfinite(shown).any() else (0, 1)
-            ax.imshow(np.rot90(shown), cmap="gray" if name[0] in "JI" else "magma", vmin=lo, vmax=hi)
-            ax.set_title(name.replace("TopoReg ", ""), fontsize=6)
+            _panel(ax, name, img, mask)
         ax_row[0].set_ylabel(s.name, fontsize=8)
-        for ax in ax_row:
-            ax.set_xticks([])
-            ax.set_yticks([])
+        for ax in ax_row[len(items):]:
+            ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -772,13 +787,14 @@ def _outlier_set(opts: RunOptions, templates: Templates, plan: MethodPlan, log: 
 
 
 def run_sets(opts: RunOptions, templates: Templates, log: Log) -> tuple[list[SetScores], list[dict], dict]:
-    """Every set; returns (scores, summaries, the methods' notes)."""
+    """Every set; returns (scores, summaries, the methods' notes). Both plans are built first, so every model is
+    resolved and loaded before the long part starts (a weights file replaced mid-run cannot break it)."""
     plan2 = plan_methods(2, templates.affine, opts.size, opts.deepsim, opts.models)
+    plan3 = plan_methods(3, templates.affine, opts.size, opts.deepsim, opts.models) if opts.size.brain_3d else None
     sets = [_brain_set(opts, templates, 2, plan2, log), _cell_set(opts, plan2, log),
             _outlier_set(opts, templates, plan2, log)]
     methods = {f.name: f.note for f in plan2.fitters}
-    if opts.size.brain_3d > 0:
-        plan3 = plan_methods(3, templates.affine, opts.size, opts.deepsim, opts.models)
+    if plan3 is not None:
         sets.append(_brain_set(opts, templates, 3, plan3, log))
         methods.update({f"{f.name} (3D)": f.note for f in plan3.fitters if f.name not in methods})
     return sets, [summarise(s, opts.size.n_boot, opts.seed) for s in sets], methods
@@ -818,8 +834,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="docs/benchmarks", help="output folder (created if missing)")
     p.add_argument("--quick", action="store_true", help="tiny run (4 mm templates, 2 subjects, few iterations)")
     p.add_argument("--deepsim-model", help="DeepSim extractor (name or .safetensors) for optimize-semantic")
-    p.add_argument("--model", action="append", default=[], help="trained topology model (repeatable); "
-                   "default: every catalogued topology model of the right dimension")
+    p.add_argument("--model", nargs="+", action="extend", default=[], metavar="NAME_OR_PATH",
+                   help="trained topology model(s); default: every catalogued topology model of the right dimension")
     p.add_argument("--subjects", type=int, help="2D cases per direction / cell pairs / outlier tests")
     p.add_argument("--subjects-3d", type=int, help="3D cases per direction (0: no 3D set)")
     p.add_argument("--seed", type=int, default=0)

@@ -89,4 +89,24 @@ def _initial_prior(mu: torch.Tensor, warped: torch.Tensor, sigma2: torch.Tensor)
     return fit_alpha_beta(mu, gauss_newton_variance(warped, sigma2, first))
 
 
-__all__ = ["PairFit", "fit_pair", "kl_per_voxel"]
+
+
+@torch.no_grad()
+def rescore(fit: PairFit, fixed: torch.Tensor, moving: torch.Tensor, features, sigma2: torch.Tensor,
+            prior: PriorParameters) -> PairFit:
+    """The same μ scored with other (shared) Σ_f, α, β — v is re-derived (Gauss–Newton) — so that maps of
+    different pairs are in the same nats (what the control-set outlier score subtracts)."""
+    f_fixed, f_moving = features(fixed), features(moving)
+    warped = warp(f_moving, fit.mu, padding="border")
+    var = gauss_newton_variance(warped, sigma2, prior)
+    terms = score_terms(f_fixed, warped, fit.mu, var, sigma2, prior,
+                        log_pdet=log_pdet_grid_laplacian(tuple(fit.mu.shape[2:])))
+    return PairFit(fit.mu, var, prior, sigma2, terms)
+
+
+def shared_parameters(fits: list[PairFit]) -> tuple[torch.Tensor, PriorParameters]:
+    """Geometric means of Σ_f, α, β over a set of pair fits (one scale for a whole control set)."""
+    sigma2 = torch.stack([f.sigma2 for f in fits]).log().mean(0).exp()
+    alpha = float(torch.tensor([f.prior.alpha for f in fits]).log().mean().exp())
+    beta = float(torch.tensor([f.prior.beta for f in fits]).log().mean().exp())
+    return sigma2, PriorParameters(alpha, beta)

@@ -27,7 +27,7 @@ from ..registration import RegistrationResult, preset, register
 from ..registration.device import resolve_device
 from ..transforms.affine import spatial_block
 from ..transforms.sampling import identity_grid
-from .optimize import PairFit, fit_pair
+from .optimize import PairFit, fit_pair, rescore
 from .score import SymmetricScore, control_set_baselines, outlier_score, symmetric_score
 
 DISPLAY_SCALE_NATS = 5.0  # display = 1 − exp(−max(L − median_fg(L), 0) / 5 nats)
@@ -119,6 +119,13 @@ class PairFitterFactory:
         vol = lambda t: Volume(t[0, 0].cpu().numpy(), self.grid_affine)  # noqa: E731
         reg = register(vol(fixed), vol(moving), preset(self.settings.preset), device=self.dev)
         return reg.moving_coords.to(self.dev).float() - identity_grid(fixed.shape[2:], device=self.dev)[:, :nd]
+
+    @property
+    def rescore(self):
+        """Re-scoring with shared Σ_f, α, β (training-free fits only; a model's parameters are shared)."""
+        if self.model is not None:
+            return None
+        return lambda fit, fixed, moving, sigma2, prior: rescore(fit, fixed, moving, self.features, sigma2, prior)
 
     def __call__(self, fixed: torch.Tensor, moving: torch.Tensor, init: torch.Tensor | None,
                  progress: Progress) -> PairFit:

@@ -8,15 +8,15 @@ If Φ_{I→J} = Φ_{J→I}⁻¹ then L_sym(I|J) = L_sym(J|I)∘Φ_{I→J} up to 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
 
 import torch
 
 from ..progress import Progress
 from ..transforms.integration import invert_displacement
 from ..transforms.sampling import warp
-from .optimize import PairFit
+from .optimize import PairFit, shared_parameters
 
 # fit(fixed J, moving I, init_mu, progress) → q(Φ|I,J) and L(J|I) on J's grid
 PairFitter = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None", Progress], PairFit]
@@ -48,36 +48,74 @@ def symmetric_score(fixed: torch.Tensor, moving: torch.Tensor, fit: PairFitter, 
     return SymmetricScore(forward, backward)
 
 
+@dataclass
+class ControlBaselines:
+    """E_{K∈C\\{I}}[L_sym(I|K)] for every control I (on I's grid), and the one Σ_f, α, β they are scored with
+    (geometric means over the control pairs; `None` for a trained model, whose parameters are already shared).
+    Behaves as the list of maps."""
+
+    maps: list[torch.Tensor]
+    shared: tuple[torch.Tensor, object] | None = None
+    fits: list = field(default_factory=list, repr=False)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.maps[i]
+
+    def __len__(self) -> int:
+        return len(self.maps)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return iter(self.maps)
+
+
+def _rescored(pair: SymmetricScore, fixed: torch.Tensor, moving: torch.Tensor, fit: PairFitter,
+              shared) -> SymmetricScore:
+    rescore = getattr(fit, "rescore", None)
+    if shared is None or rescore is None:
+        return pair
+    return SymmetricScore(rescore(pair.forward, fixed, moving, *shared),
+                          rescore(pair.backward, moving, fixed, *shared))
+
+
 def outlier_score(test: torch.Tensor, controls: Sequence[torch.Tensor], fit: PairFitter, *,
-                  control_baselines: Sequence[torch.Tensor] | None = None,
-                  progress: Progress | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+                  control_baselines: "ControlBaselines | Sequence[torch.Tensor] | None" = None,
+                  progress: Progress | None = None) -> tuple[torch.Tensor, "ControlBaselines | list[torch.Tensor]"]:
     """Q(J) for J = `test` against the control set C (each (1, 1, *S) on the same grid).
 
-    `control_baselines[i]` = E_{K∈C, K≠I}[L_sym(I|K)] on control I's grid; computed here (leave-one-out, O(|C|²)
-    fits) when not given. Returns Q and the baselines (reuse them for further test images)."""
+    `control_baselines` from `control_set_baselines` (computed here, leave-one-out, O(|C|²) fits, when not
+    given). With a training-free fitter every map is re-scored with the control set's shared Σ_f, α, β, so that
+    Q subtracts nats of the same scale. Returns Q and the baselines (reuse them for further test images)."""
     progress = progress or Progress()
     if len(controls) < 2:
         raise ValueError("the outlier score needs at least two control images")
     if control_baselines is None:
         control_baselines = control_set_baselines(controls, fit, progress=progress.sub("controls", 0.0, 0.7))
+    shared = getattr(control_baselines, "shared", None)
     total = torch.zeros(test.shape[2:], device=test.device)
-    sub = progress.sub("outlier", 0.7 if control_baselines is not None else 0.0, 1.0)
+    sub = progress.sub("outlier", 0.7, 1.0)
     for i, (control, baseline) in enumerate(zip(controls, control_baselines)):
         pair = symmetric_score(test, control, fit, progress=sub.sub("outlier", i / len(controls),
                                                                       (i + 1) / len(controls)))
+        pair = _rescored(pair, test, control, fit, shared)
         total += pair.l_sym - bring_to_fixed(baseline, pair.forward.mu)
-    return total / len(controls), list(control_baselines)
+    return total / len(controls), control_baselines
 
 
 def control_set_baselines(controls: Sequence[torch.Tensor], fit: PairFitter, *,
-                          progress: Progress | None = None) -> list[torch.Tensor]:
-    """E_{K∈C\\{I}}[L_sym(I|K)] for every control I, on I's grid (leave-one-out mean)."""
+                          progress: Progress | None = None) -> ControlBaselines:
+    """E_{K∈C\\{I}}[L_sym(I|K)] for every control I, on I's grid (leave-one-out mean), in the shared scale."""
     progress = progress or Progress()
     n = len(controls)
-    out = []
+    pairs: dict[tuple[int, int], SymmetricScore] = {}
     for i, control in enumerate(controls):
-        maps = [symmetric_score(control, other, fit,
-                                progress=progress.sub("controls", (i * n + j) / n**2, (i * n + j + 1) / n**2)).l_sym
-                for j, other in enumerate(controls) if j != i]
-        out.append(torch.stack(maps).mean(0))
-    return out
+        for j, other in enumerate(controls):
+            if j != i:
+                k = i * n + j
+                pairs[i, j] = symmetric_score(control, other, fit,
+                                              progress=progress.sub("controls", k / n**2, (k + 1) / n**2))
+    shared = None
+    if getattr(fit, "rescore", None) is not None:
+        shared = shared_parameters([p.forward for p in pairs.values()] + [p.backward for p in pairs.values()])
+        pairs = {(i, j): _rescored(p, controls[i], controls[j], fit, shared) for (i, j), p in pairs.items()}
+    maps = [torch.stack([pairs[i, j].l_sym for j in range(n) if j != i]).mean(0) for i in range(n)]
+    return ControlBaselines(maps, shared)
