@@ -73,3 +73,12 @@ def smooth_velocity(shape, magnitude=2.0, seed=0, sigma=4.0) -> torch.Tensor:
         pad[2 * (ndim - 1 - axis)] = pad[2 * (ndim - 1 - axis) + 1] = radius
         out = conv(torch.nn.functional.pad(out, pad, mode="replicate"), weight, groups=ndim)
     return out * (magnitude / out.abs().max())
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny tensors: a second OpenMP thread only adds a scheduler tick per op on a loaded 2-core machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

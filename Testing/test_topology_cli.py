@@ -20,13 +20,7 @@ FAST = ["--fast", "--progress", "none", "--device", "cpu"]
 TINY_TOPO = {"encoder": [8, 8, 8, 8], "decoder": [8, 8, 8, 8], "final_convs": [8]}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second OpenMP thread only adds a scheduler tick per op on a loaded 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def oblique(angles, spacing, origin) -> np.ndarray:

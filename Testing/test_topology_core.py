@@ -27,13 +27,7 @@ from toporeg.transforms.sampling import warp
 SMALL_SHAPES = [(4, 5), (6, 3), (3, 4, 3), (2, 3, 4)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second OpenMP thread only adds a scheduler tick per op on a loaded 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- dense references ---------------------------------------------------------------------------------------------

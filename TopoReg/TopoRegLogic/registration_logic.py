@@ -30,6 +30,29 @@ from .runner import CliRunner, popen_launcher
 JACOBIAN_REFERENCE = "TopoReg.Jacobian"
 
 
+def conclude_run(runner, apply: Callable[[], str], user_names: Callable[[str], str], last: dict, work,
+                 *, keep_temp: bool, on_done: Callable[[bool, str], None] | None) -> None:
+    """What every background run does when its process ends: load the outputs (success), or say why not, in one
+    status line; keep the full log; remove the temporary folder; tell the caller."""
+    ok, status = False, ""
+    try:
+        if runner.state == "succeeded":
+            status, ok = apply(), True
+        elif runner.state == "cancelled":
+            status = "Cancelled; no outputs were written."
+        else:
+            status = f"Failed: {user_names(runner.error)}"
+    except Exception as exc:  # noqa: BLE001 - reported as the status line, full log kept
+        runner.log.append(f"applying results failed: {exc!r}")
+        status = f"Failed: {one_line(exc)}"
+    finally:
+        last["status"], last["log"] = status, runner.full_log()
+        if not keep_temp:
+            shutil.rmtree(work, ignore_errors=True)
+    if on_done is not None:
+        on_done(ok, status)
+
+
 def one_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
@@ -172,24 +195,13 @@ class RegistrationLogic:
         args = self.cli_arguments(snapshot, self.write_inputs(inputs, work), out_dir)
 
         def finished(runner: CliRunner) -> None:
-            ok, status = False, ""
-            try:
-                if runner.state == "succeeded":
-                    status, ok = self.apply_results(snapshot, outputs_from_directory(out_dir)), True
-                    _set(params, "outputTransform", snapshot.outputTransform)
-                elif runner.state == "cancelled":
-                    status = "Cancelled; no outputs were written."
-                else:
-                    status = f"Failed: {self._user_names(runner.error)}"
-            except Exception as exc:  # noqa: BLE001 - reported as the status line, full log kept
-                runner.log.append(f"applying results failed: {exc!r}")
-                status = f"Failed: {one_line(exc)}"
-            finally:
-                self.last["status"], self.last["log"] = status, runner.full_log()
-                if not self.keep_temp:
-                    shutil.rmtree(work, ignore_errors=True)
-            if on_done is not None:
-                on_done(ok, status)
+            def apply() -> str:
+                status = self.apply_results(snapshot, outputs_from_directory(out_dir))
+                _set(params, "outputTransform", snapshot.outputTransform)
+                return status
+
+            conclude_run(runner, apply, self._user_names, self.last, work, keep_temp=self.keep_temp,
+                         on_done=on_done)
 
         self.runner = CliRunner(work, launcher=self.launcher, python=self.python, on_progress=on_progress,
                                 on_finished=finished)

@@ -26,7 +26,7 @@ from . import nodes
 from . import topology_display as overlay
 from .outputs import outputs_from_directory
 from .params import DEVICES, PRESETS, RegistrationParams
-from .registration_logic import RegistrationLogic, one_line
+from .registration_logic import RegistrationLogic, conclude_run
 from .runner import CliRunner, popen_launcher
 
 TOPOLOGY_METHODS = ("optimize", "learned")   # toporeg.cli.topology_cmd --method
@@ -179,23 +179,8 @@ class TopologyLogic:
             raise
 
         def finished(runner: CliRunner) -> None:
-            ok, status = False, ""
-            try:
-                if runner.state == "succeeded":
-                    status, ok = self.apply_results(snapshot, out_dir), True
-                elif runner.state == "cancelled":
-                    status = "Cancelled; no outputs were written."
-                else:
-                    status = f"Failed: {self._user_names(runner.error)}"
-            except Exception as exc:  # noqa: BLE001 - reported as the status line, full log kept
-                runner.log.append(f"applying results failed: {exc!r}")
-                status = f"Failed: {one_line(exc)}"
-            finally:
-                self.last["status"], self.last["log"] = status, runner.full_log()
-                if not self.keep_temp:
-                    shutil.rmtree(work, ignore_errors=True)
-            if on_done is not None:
-                on_done(ok, status)
+            conclude_run(runner, lambda: self.apply_results(snapshot, out_dir), self._user_names, self.last, work,
+                         keep_temp=self.keep_temp, on_done=on_done)
 
         self.last = {}
         self.runner = CliRunner(work, launcher=self.launcher, python=self.python, on_progress=on_progress,

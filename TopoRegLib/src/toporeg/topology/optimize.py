@@ -19,7 +19,7 @@ from ..registration.optimise import minimise
 from ..registration.settings import RegistrationSettings
 from ..transforms.sampling import warp
 from .elbo import ScoreTerms, gauss_newton_variance, robust_feature_variance, score_terms
-from .prior import PriorParameters, fit_alpha_beta, kl_per_voxel, log_pdet_grid_laplacian, prior_only_variance
+from .prior import PriorParameters, fit_alpha_beta, log_pdet_grid_laplacian, prior_only_variance
 
 
 @dataclass

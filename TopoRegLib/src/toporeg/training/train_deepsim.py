@@ -9,7 +9,6 @@ checkpoint.safetensors, NAME.safetensors + NAME.json, report.json). torch/numpy/
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import time
@@ -24,6 +23,7 @@ from ..models.deepsim import DeepSimExtractor
 from ..models.weights import load_checkpoint, save_checkpoint, save_model
 from . import common
 from .dataset_cache import DEFAULT_CACHE, GRID_ORIGIN, GRID_SPACING, INTENSITY_PERCENTILES, TISSUE_LABELS
+from .loop import common_arguments, overrides
 from .templates import TemplateAugmenter
 
 
@@ -174,22 +174,8 @@ def train(cfg: DeepSimTrainConfig, out_dir: str | Path, *, resume: bool = False)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="toporeg train deepsim", description=__doc__.splitlines()[0])
-    p.add_argument("--config")
-    p.add_argument("--out", required=True)
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--device")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--time-budget", type=float, dest="time_budget_s")
-    p.add_argument("--batch-size", type=int, dest="batch_size")
-    p.add_argument("--cache")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--name")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None)
-    args = p.parse_args(argv)
-    overrides = {k: getattr(args, k) for k in ("device", "steps", "time_budget_s", "batch_size", "cache", "seed",
-                                               "name", "amp")}
-    cfg = common.load_config(DeepSimTrainConfig, args.config, overrides)
+    args = common_arguments("toporeg train deepsim", __doc__.splitlines()[0]).parse_args(argv)
+    cfg = common.load_config(DeepSimTrainConfig, args.config, overrides(args))
     report = train(cfg, args.out, resume=args.resume)
     metric = report["validation"].get("dice", report["validation"]["loss"])
     print(f"{report['name']}: {report['steps']} steps ({report['stopped_by']}), validation "

@@ -13,7 +13,6 @@ Imports only torch, numpy, safetensors (matplotlib optional): no SimpleITK/nibab
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import time
@@ -29,6 +28,7 @@ from ..models.weights import load_checkpoint, save_checkpoint, save_model
 from ..transforms.jacobian import folding_fraction, jacobian_determinant
 from ..transforms.sampling import warp_labels
 from . import common
+from .loop import common_arguments, overrides
 from .dataset_cache import DEFAULT_CACHE, GRID_ORIGIN, GRID_SHAPE, GRID_SPACING, INTENSITY_PERCENTILES
 from .synth import SynthMorphPairs
 from .templates import TemplateAugmenter
@@ -273,27 +273,9 @@ def _card(cfg, data: Data, step: int, seconds: float, dev, final: dict, conv: di
     }
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="toporeg train registration", description=__doc__.splitlines()[0])
-    p.add_argument("--config", help="JSON config (keys of RegistrationTrainConfig)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
-    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 …")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--time-budget", type=float, dest="time_budget_s", help="seconds; stops gracefully")
-    p.add_argument("--batch-size", type=int, dest="batch_size")
-    p.add_argument("--cache", help="template cache (.npz from toporeg.training.dataset_cache)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--name", help="file name of the final weights (NAME.safetensors + NAME.json)")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast on CUDA")
-    return p.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    overrides = {k: getattr(args, k) for k in ("device", "steps", "time_budget_s", "batch_size", "cache", "seed",
-                                               "name", "amp")}
-    cfg = common.load_config(RegistrationTrainConfig, args.config, overrides)
+    args = common_arguments("toporeg train registration", __doc__.splitlines()[0]).parse_args(argv)
+    cfg = common.load_config(RegistrationTrainConfig, args.config, overrides(args))
     report = train(cfg, args.out, resume=args.resume)
     print(f"{report['name']}: {report['steps']} steps ({report['stopped_by']}), validation Dice "
           f"{report['validation']['dice']:.3f}; {report['converged']}")
