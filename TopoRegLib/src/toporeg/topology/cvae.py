@@ -51,6 +51,7 @@ class TopologyCVAE(nn.Module):
             self.extractor.requires_grad_(False)
         channels = 1 if self.extractor is None else sum(self.extractor.config["channels"][:3])
         self.log_sigma2 = nn.Parameter(torch.full((channels,), math.log(0.01)))
+        self.register_buffer("sigma2_initialised", torch.tensor(False))
         self.register_buffer("alpha", torch.tensor(float("nan"), dtype=torch.float64))
         self.register_buffer("beta", torch.tensor(float("nan"), dtype=torch.float64))
 
@@ -90,6 +91,21 @@ class TopologyCVAE(nn.Module):
                 self.alpha.mul_(1 - m).add_(m * fitted.alpha)
                 self.beta.mul_(1 - m).add_(m * fitted.beta)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # weights saved before the flag existed were trained with their Σ_f: mark it initialised
+        state_dict.setdefault(prefix + "sigma2_initialised", torch.tensor(True))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @torch.no_grad()
+    def _initialise_sigma2(self, f_fixed: torch.Tensor, warped: torch.Tensor) -> None:
+        """Σ_f starts at the first batch's per-channel residual variance: features span orders of magnitude
+        (DeepSim channels), and Adam would otherwise spend thousands of steps walking log σ² there."""
+        if bool(self.sigma2_initialised):
+            return
+        residual = (f_fixed - warped).transpose(0, 1).flatten(1)
+        self.log_sigma2.copy_(residual.pow(2).mean(1).clamp_min(1e-8).log())
+        self.sigma2_initialised.fill_(True)
+
     # -- training and scoring ---------------------------------------------------------------------------
     def negative_elbo(self, fixed: torch.Tensor, moving: torch.Tensor, features=None) -> dict[str, torch.Tensor]:
         """One reparameterised sample; α, β fitted in closed form on this batch (and folded into the running
@@ -104,6 +120,7 @@ class TopologyCVAE(nn.Module):
         prior = fit_alpha_beta(mu.detach(), var.detach())
         if self.training:
             self.update_prior(prior)
+            self._initialise_sigma2(f_fixed, warped.detach())
         nll = reconstruction_nll(f_fixed, warped, self.sigma2)
         kl = kl_per_voxel(mu, var, prior, log_pdet=_log_pdet(tuple(mu.shape[2:])))
         return {"total": (nll + kl).mean(), "reconstruction": nll.mean().detach(), "kl": kl.mean().detach(),
