@@ -86,7 +86,7 @@ def test_topology_writes_every_output_on_the_fixed_grid(pair3d, tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["timings"]["total_seconds"] > 0
     legend = report["metrics"]["display_legend"]
-    assert set(legend) == {"0", "0.5", "0.9", "0.99"} and legend["0"] < legend["0.5"] < legend["0.9"]
+    assert set(legend) == {"0", "0.25", "0.5", "0.75", "1"} and legend["0"] < legend["0.5"] < legend["1"]
     assert report["method"] == "optimize" and report["features"] == "intensity"
     assert not (out / "outlier.nii.gz").exists()
 

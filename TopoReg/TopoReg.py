@@ -381,7 +381,7 @@ class TopoRegTest(ScriptedLoadableModuleTest):  # noqa: F405
             self.assertEqual(node.GetImageData().GetDimensions(), fixed.GetImageData().GetDimensions())
             np.testing.assert_allclose(nodes.ijk_to_ras(node), nodes.ijk_to_ras(fixed), atol=1e-6)
             self.assertTrue(np.isfinite(slicer.util.arrayFromVolume(node)).all(), node.GetName())
-        self.assertTrue(display.GetAttribute("TopoReg.legend.0.99"), "legend attributes on the display map")
+        self.assertTrue(display.GetAttribute("TopoReg.legend.1"), "legend attributes on the display map")
         for composite in slicer.util.getNodesByClass("vtkMRMLSliceCompositeNode"):  # the overlay in every view
             self.assertEqual(composite.GetForegroundVolumeID(), display.GetID())
         self.delayDisplay("Test passed")

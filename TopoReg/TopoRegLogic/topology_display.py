@@ -1,8 +1,8 @@
 """Topology heatmaps on the slice views: perceptual colour map, fixed 0-1 window, legend attributes, overlay.
 
-The display map (`heatmap_display.nii.gz`, 1 - exp(-max(L - median, 0) / 5 nats)) always uses the window [0, 1],
+The display map (`heatmap_display.nii.gz`, log(1 + max(L - median, 0)) / log(1 + 1000 nats)) always uses the window [0, 1],
 so one colour means the same number of nats in every run of one image; report.json's `display_legend` says which
-(display 0 / 0.5 / 0.9 / 0.99 -> nats per voxel). The legend is kept on the nodes as attributes
+(display 0 / 0.25 / 0.5 / 0.75 / 1 -> nats per voxel). The legend is kept on the nodes as attributes
 `TopoReg.legend.<display value>` = "<value> nats", so it survives scene save and reload.
 """
 

@@ -57,7 +57,7 @@ class TopologyParameters:
     device: str = "auto"
     heatmapVolume: Any = None
     opacity: float = 0.5
-    threshold: float = 0.1
+    threshold: float = 0.25
 
 
 def as_topology_params(params: Any) -> TopologyParameters:
@@ -222,7 +222,7 @@ class TopologyLogic:
         for role, node in made.items():
             node.SetAndObserveTransformNodeID(fixed.GetTransformNodeID())  # overlays follow the fixed volume
             overlay.set_legend(node, {} if role == "outlier" else legend, UNITS[role])
-        lo, hi = legend.get("0", 0.0), legend.get("0.99", 1.0)
+        lo, hi = legend.get("0", 0.0), legend.get("1", 1.0)
         overlay.style_map(self.scene, made["heatmap"], lo, max(hi, lo + 1e-3))
         overlay.style_map(self.scene, made["display"], 0.0, 1.0, params.threshold)
         if "outlier" in made:

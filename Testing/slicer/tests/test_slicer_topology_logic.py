@@ -122,7 +122,7 @@ def test_display_map_is_the_foreground_of_every_slice_view(run):
     assert shown.GetColorNode().IsA("vtkMRMLProceduralColorNode")
     assert not shown.GetAutoWindowLevel()
     assert (shown.GetWindowLevelMin(), shown.GetWindowLevelMax()) == (0.0, 1.0)
-    assert shown.GetApplyThreshold() and shown.GetLowerThreshold() == pytest.approx(0.1)
+    assert shown.GetApplyThreshold() and shown.GetLowerThreshold() == pytest.approx(0.25)
     run.logic.set_opacity(0.8)                                            # the opacity slider
     assert all(c.GetForegroundOpacity() == pytest.approx(0.8) for c in composites)
     run.logic.set_opacity(0.5)
@@ -130,14 +130,14 @@ def test_display_map_is_the_foreground_of_every_slice_view(run):
 
 def test_legend_is_stored_as_node_attributes(run):
     legend = run.report["metrics"]["display_legend"]
-    assert sorted(legend, key=float) == ["0", "0.5", "0.9", "0.99"]
+    assert sorted(legend, key=float) == ["0", "0.25", "0.5", "0.75", "1"]
     for role in ("heatmap", "display"):
         node = run.last[role]
         for key, value in legend.items():
             assert node.GetAttribute(f"TopoReg.legend.{key}") == f"{value:.3g} nats"
         assert overlay.legend_from_node(node) == {k: f"{v:.3g} nats" for k, v in legend.items()}
     assert run.last["heatmap"].GetAttribute("TopoReg.Units") == "nats per voxel (L_sym)"
-    assert overlay.legend_text(run.last["legend"]).startswith("Colour 0 / 0.5 / 0.9 / 0.99 = ")
+    assert overlay.legend_text(run.last["legend"]).startswith("Colour 0 / 0.25 / 0.5 / 0.75 / 1 = ")
     assert not overlay.legend_from_node(run.last["outlier"])               # Q has its own scale
 
 
@@ -404,7 +404,7 @@ def test_compute_button_runs_the_cli_and_shows_the_heatmap(widget):
     heatmap = ui.heatmapVolumeSelector.currentNode()
     assert heatmap is widget.w.logic.topology.last["heatmap"]               # a new run updates the same nodes
     np.testing.assert_array_equal(nodes.ijk_to_ras(heatmap), nodes.ijk_to_ras(widget.fixed))
-    assert ui.heatmapLegendLabel.text.startswith("Colour 0 / 0.5 / 0.9 / 0.99 = ")
+    assert ui.heatmapLegendLabel.text.startswith("Colour 0 / 0.25 / 0.5 / 0.75 / 1 = ")
     display = heatmap.GetNodeReference(REFERENCES["display"])
     ui.heatmapOpacitySlider.value = 30
     for composite in slicer.util.getNodesByClass("vtkMRMLSliceCompositeNode"):

@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "topology", help="topological-change heatmap L_sym(FIXED|MOVING) (and outlier score Q with --controls)",
         description="Writes heatmap.nii.gz (L_sym(FIXED|MOVING), nats per voxel, fixed grid), heatmap_display.nii.gz "
-                    "(0-1: 1 - exp(-max(L - median, 0) / 5 nats), legend in report.json), outlier.nii.gz (with "
+                    "(0-1: log(1 + max(L - median, 0)) / log(1001), legend in report.json), outlier.nii.gz (with "
                     "--controls), registration/ (the initial registration's outputs) and report.json.")
     p.add_argument("fixed", help="image to examine (J); the heatmap lives on its grid")
     p.add_argument("moving", help="reference image (I)")

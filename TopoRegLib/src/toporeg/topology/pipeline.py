@@ -30,7 +30,7 @@ from ..transforms.sampling import identity_grid
 from .optimize import PairFit, fit_pair, rescore
 from .score import SymmetricScore, control_set_baselines, outlier_score, symmetric_score
 
-DISPLAY_SCALE_NATS = 5.0  # display = 1 − exp(−max(L − median_fg(L), 0) / 5 nats)
+DISPLAY_RANGE_NATS = 1000.0  # display = log(1 + max(L − median_fg(L), 0)) / log(1 + 1000), clipped to [0, 1]
 
 
 @dataclass(frozen=True)
@@ -79,12 +79,15 @@ class TopologyResult:
 
 
 def display_map(heatmap: np.ndarray, foreground: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
-    """A fixed mapping to 0–1 for overlays: 1 − exp(−max(L − m, 0)/s), m = median of L over the foreground,
-    s = 5 nats. Returns the map and the legend: the L value (nats) at display 0, 0.5, 0.9 and 0.99."""
+    """A fixed mapping to 0–1 for overlays: log(1 + max(L − m, 0)) / log(1 + 1000 nats), clipped; m = median of L
+    over the foreground. Logarithmic because excesses span four orders of magnitude (a few nats where two brains'
+    sulci differ, hundreds to thousands inside a lesion). Returns the map and the legend: the L value (nats) at
+    display 0, 0.25, 0.5, 0.75 and 1."""
     values = heatmap[foreground] if foreground.any() else heatmap.ravel()
     m = float(np.median(values))
-    display = 1.0 - np.exp(-np.maximum(heatmap - m, 0.0) / DISPLAY_SCALE_NATS)
-    legend = {f"{d:g}": m - DISPLAY_SCALE_NATS * math.log(1 - d) for d in (0.0, 0.5, 0.9, 0.99)}
+    scale = math.log1p(DISPLAY_RANGE_NATS)
+    display = np.clip(np.log1p(np.maximum(heatmap - m, 0.0)) / scale, 0.0, 1.0)
+    legend = {f"{d:g}": m + math.expm1(d * scale) for d in (0.0, 0.25, 0.5, 0.75, 1.0)}
     return display.astype(np.float32), legend
 
 
