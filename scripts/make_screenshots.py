@@ -27,7 +27,7 @@ Topology (Resources/Screenshots/TopoReg-Topology.png), what a user of the topolo
    --iterations 30 --device cpu --fixed-mask ... --moving-mask ...` (`--preset fast` is `--fast`) in a child
    process, then `apply_results`: heatmap / display-map nodes on the fixed grid, the panel's colour table
    (`topology_display.color_node`: Slicer's "Inferno" on the desktop, its procedural copy "TopoReg Inferno"
-   here), window 0-1, threshold 0.1 and 50 % opacity in every slice composite node, legend as node attributes.
+   here), window 0-1, threshold 0.25 and 50 % opacity in every slice composite node, legend as node attributes.
    Display nodes are left as the panel leaves them (automatic window/level, Slicer's default interpolation).
    Deterministic: fixed lesion seed, the CLI's own fixed seeds, CPU (two runs gave bit-identical heatmaps).
 3. The slice views jump through the lesion centre (the field of view stays on the whole brain); the inserted
@@ -282,7 +282,7 @@ TOPOLOGY_OUT = ROOT / "Resources" / "Screenshots" / "TopoReg-Topology.png"
 TOPO_VIEW_PX = 390
 LESION = {"seed": 4, "radius": 7.0, "intensity": (0.1, 0.2), "rim": True, "mass_effect": 0.35}
 TOPO_PARAMS = {"method": "optimize", "features": "intensity", "preset": "fast", "iterations": 30, "device": "cpu",
-               "opacity": 0.5, "threshold": 0.1}   # opacity / threshold: the panel's defaults (slider 50 %)
+               "opacity": 0.5, "threshold": 0.25}   # opacity / threshold: the panel's defaults (slider 50 %)
 
 
 def make_lesion_pair(workdir: Path) -> dict[str, Path]:
