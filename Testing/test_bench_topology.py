@@ -96,6 +96,7 @@ def test_intensity_baseline_auc_is_one_when_the_change_is_the_only_difference():
         cases.append(TopologyCase(torch.where(blob, torch.ones_like(img), img), img, blob, kind="blob"))
     size = bench.QUICK
     plan = bench.plan_methods(2, np.diag([2.0, 2.0, 2.0, 1.0]), size, None, ())
+    assert plan.fitters[0].rescore is not None  # Q re-scores with the control set's shared Σ_f, α, β
     scores = bench.score_pairs("trivial", "blob only", cases, plan, log=lambda _msg: None)
     rows = {r["method"]: r for r in bench.summarise(scores, n_boot=50, seed=0)["rows"]}
     assert rows["intensity"]["auc"] == pytest.approx(1.0)
