@@ -26,6 +26,14 @@ def add_run_options(parser: argparse.ArgumentParser, *, device: bool = True) -> 
                             help="where to compute (auto: CUDA when available)")
 
 
+def add_preset_options(parser: argparse.ArgumentParser, help: str | None = None) -> None:
+    """--preset fast|default|accurate with the --fast / --accurate shorthands (CONVENTIONS.md)."""
+    speed = parser.add_mutually_exclusive_group()
+    speed.add_argument("--preset", choices=["fast", "default", "accurate"], default="default", help=help)
+    speed.add_argument("--fast", dest="preset", action="store_const", const="fast")
+    speed.add_argument("--accurate", dest="preset", action="store_const", const="accurate")
+
+
 def make_progress(args: argparse.Namespace) -> Progress:
     token = CancelToken(getattr(args, "cancel_file", None))
     reporter = {"bar": BarReporter, "json": JsonLinesReporter}.get(getattr(args, "progress", "none"))

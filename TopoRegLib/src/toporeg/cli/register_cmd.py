@@ -9,7 +9,7 @@ from ..errors import InputError
 from ..io import load_volume
 from ..io.transforms_io import load_affine, save_affine_itk
 from ..registration import TRANSFORM_MODELS, available_similarities, preset, register as run_registration
-from .common import add_run_options, run_with_outputs
+from .common import add_preset_options, add_run_options, run_with_outputs
 
 METHODS = ("optimize", "learned", "dio", "carl")
 
@@ -23,10 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("moving", help="moving image, brought onto the fixed grid")
     add_run_options(p)
     p.add_argument("--method", choices=METHODS, default="optimize", help="algorithm (default: optimize)")
-    speed = p.add_mutually_exclusive_group()
-    speed.add_argument("--preset", choices=["fast", "default", "accurate"], default="default")
-    speed.add_argument("--fast", dest="preset", action="store_const", const="fast")
-    speed.add_argument("--accurate", dest="preset", action="store_const", const="accurate")
+    add_preset_options(p)
     p.add_argument("--transform", choices=TRANSFORM_MODELS, default=None, help="transformation model (default: svf)")
     p.add_argument("--similarity", choices=available_similarities(), default=None,
                    help="similarity (default: lncc; nmi for different modalities)")

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..io import load_volume, save_volume
 from ..io.formats import list_image_files
 from ..topology.pipeline import TopologySettings, topology_heatmap
-from .common import add_run_options, run_with_outputs
+from .common import add_preset_options, add_run_options, run_with_outputs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,11 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--deepsim-model", help="--method optimize --features semantic: DeepSim extractor name or path")
     p.add_argument("--controls", nargs="+", type=Path,
                    help="control images (files, or one folder of images): adds the outlier score Q(FIXED)")
-    speed = p.add_mutually_exclusive_group()
-    speed.add_argument("--preset", choices=["fast", "default", "accurate"], default="default",
-                       help="preset of the initial registration")
-    speed.add_argument("--fast", dest="preset", action="store_const", const="fast")
-    speed.add_argument("--accurate", dest="preset", action="store_const", const="accurate")
+    add_preset_options(p, help="preset of the initial registration")
     p.add_argument("--iterations", type=int, default=60, help="ELBO fit iterations per direction (optimize)")
     p.add_argument("--fixed-mask", type=Path, help="foreground of FIXED (registration and display scaling)")
     p.add_argument("--moving-mask", type=Path, help="foreground of MOVING")
