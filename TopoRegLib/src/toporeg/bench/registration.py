@@ -141,7 +141,7 @@ def machine() -> dict[str, Any]:
 
 
 # --- outputs ------------------------------------------------------------------------------------------------
-def _fmt(value: Any, digits: int) -> str:
+def format_value(value: Any, digits: int) -> str:
     return "–" if value is None or (isinstance(value, float) and not np.isfinite(value)) else f"{value:.{digits}f}"
 
 
@@ -167,9 +167,9 @@ def markdown(rows: list[dict[str, Any]], cases: list[Case], header: dict[str, An
             if "error" in r:
                 lines.append(f"| {r['method']} | failed: {r['error']} | | | | | | |")
                 continue
-            lines.append(f"| {r['method']} | {_fmt(r['dice'], 3)} | {_fmt(r['p95_error_mm'], 2)} | "
-                         f"{_fmt(r['folding_percent'], 3)} | {_fmt(r['landmark_mm'], 1)} | {_fmt(r['seconds'], 1)} | "
-                         f"{_fmt(r['peak_rss_mb'], 0)} | {_fmt(r['direction_check_corr'], 3)} |")
+            lines.append(f"| {r['method']} | {format_value(r['dice'], 3)} | {format_value(r['p95_error_mm'], 2)} | "
+                         f"{format_value(r['folding_percent'], 3)} | {format_value(r['landmark_mm'], 1)} | {format_value(r['seconds'], 1)} | "
+                         f"{format_value(r['peak_rss_mb'], 0)} | {format_value(r['direction_check_corr'], 3)} |")
         lines.append("")
     notes = {r["method"]: r.get("notes", "") for r in rows if "error" not in r}
     lines += ["## Methods", ""] + [f"- `{k}`: {v}" for k, v in notes.items()] + [""]

@@ -40,11 +40,11 @@ from ..topology.baselines import baseline_scores, outlier_adjusted
 from ..topology.optimize import PairFit
 from ..topology.pipeline import PairFitterFactory, TopologySettings, topology_heatmap
 from ..topology.score import bring_to_fixed, control_set_baselines, outlier_score, symmetric_score
-from ..topology.synthetic import (TopologyCase, _dilate, brain_cases, cell_cases, control_and_outlier_sets,
+from ..topology.synthetic import (TopologyCase, dilate, brain_cases, cell_cases, control_and_outlier_sets,
                                   template_arrays)
 from ..training.dataset_cache import DEFAULT_CACHE, load_cache
 from ..training.synth import RandomFields
-from .registration import _fmt, git_commit, machine
+from .registration import format_value, git_commit, machine
 from .roc import bootstrap_auc, roc_curve
 
 JSON_NAME, MD_NAME, PNG_STEM = "topology_benchmark.json", "topology_benchmark.md", "topology_benchmark"
@@ -165,7 +165,7 @@ def scoring_mask(case: TopologyCase) -> np.ndarray | None:
     """Where voxels are scored: J's brain mask dilated by 2 voxels (None: the whole image, e.g. cells)."""
     if case.brain_mask is None:
         return None
-    return _dilate(case.brain_mask, MASK_DILATION)[0, 0].cpu().numpy()
+    return dilate(case.brain_mask, MASK_DILATION)[0, 0].cpu().numpy()
 
 
 # --- methods ------------------------------------------------------------------------------------------------------
@@ -553,7 +553,7 @@ def _errors(mu: torch.Tensor, truth: torch.Tensor, lesion: torch.Tensor, brain: 
             spacing: float) -> dict[str, float]:
     """Mean |μ − u_true| (mm) inside the lesion, in the ring 2–6 voxels around it (in the brain), in the brain."""
     err = ((mu - truth) ** 2).sum(1, keepdim=True).sqrt() * spacing
-    ring = _dilate(lesion, 6) & ~_dilate(lesion, 2) & brain
+    ring = dilate(lesion, 6) & ~dilate(lesion, 2) & brain
     return {region: float(err[m].mean()) if bool(m.any()) else float("nan")
             for region, m in (("lesion", lesion), ("ring", ring), ("brain", brain))}
 
@@ -607,8 +607,8 @@ def _set_table(s: dict[str, Any]) -> list[str]:
              "| method | AUC (pooled) | bootstrap mean ± std | 95 % interval | time per subject (s) |",
              "|---|---|---|---|---|"]
     for r in sorted(s["rows"], key=lambda r: -r["auc"]):
-        lines.append(f"| {r['method']} | {r['auc']:.3f} | {_fmt(r['mean'], 3)} ± {_fmt(r['std'], 3)} | "
-                     f"{_fmt(r['p2_5'], 3)}–{_fmt(r['p97_5'], 3)} | {r['seconds_per_subject']:.2f} |")
+        lines.append(f"| {r['method']} | {r['auc']:.3f} | {format_value(r['mean'], 3)} ± {format_value(r['std'], 3)} | "
+                     f"{format_value(r['p2_5'], 3)}–{format_value(r['p97_5'], 3)} | {r['seconds_per_subject']:.2f} |")
     lines += [f"| {m} | failed: {e} | | | |" for m, e in s["errors"].items()]
     paper = ", ".join(f"{k} {v:.2f}" for k, v in PAPER_AUC[_paper_key(s["name"])].items())
     lines += ["", f"Paper reference ({_paper_key(s['name'])}, different data): {paper}.", "",

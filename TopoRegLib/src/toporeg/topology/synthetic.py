@@ -57,7 +57,7 @@ def _chance(rng: RandomFields, p: float) -> bool:
     return rng.scalar(0.0, 1.0) < p
 
 
-def _dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
+def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
     """Binary dilation by a (2r+1)^d box (max pooling); r = 0 is the identity."""
     if radius <= 0:
         return mask
@@ -66,7 +66,7 @@ def _dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
 
 
 def _erode(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    return ~_dilate(~mask, radius)
+    return ~dilate(~mask, radius)
 
 
 def _warp_mask(mask: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
@@ -228,8 +228,8 @@ def ventricle_change(image: torch.Tensor | np.ndarray, csf_or_ventricle_mask: to
     mode = mode or ("open" if _chance(rng, 0.5) else "close")
     r = rng.scalar(*_range(radius))
     if mode == "open":
-        centre = _random_voxel(vent & _dilate(~vent, 1), rng, fallback=vent)
-        band = _dilate(vent, math.ceil(r)) & ~csf & inside
+        centre = _random_voxel(vent & dilate(~vent, 1), rng, fallback=vent)
+        band = dilate(vent, math.ceil(r)) & ~csf & inside
         mask = random_blob(img.shape[2:], centre, r, rng, irregularity) & band
         return _fill(img, mask, _quantile(img, vent, 0.10), rng), mask
     if mode != "close":
