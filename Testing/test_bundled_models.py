@@ -62,12 +62,16 @@ def test_bundled_deepsim_2d_features_at_full_resolution():
     assert out.shape[1] == sum(features.extractor.config["channels"][:3])
 
 
-def test_bundled_topology_models_score_a_slice_pair():
-    models = [m for m in BUNDLED if m.get("task") == "topology" and m.get("ndim") == 2]
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_bundled_topology_models_score_the_sample_pair(ndim):
+    models = [m for m in BUNDLED if m.get("task") == "topology" and m.get("ndim") == ndim]
     if not models:
-        pytest.skip("no bundled 2D topology model")
+        pytest.skip(f"no bundled {ndim}D topology model")
     from toporeg.topology import TopologySettings, topology_heatmap
-    fixed, moving = _axial_slice("mni152_t1_2mm.nii.gz"), _axial_slice("colin27_t1_2mm.nii.gz")
+    if ndim == 2:
+        fixed, moving = _axial_slice("mni152_t1_2mm.nii.gz"), _axial_slice("colin27_t1_2mm.nii.gz")
+    else:
+        fixed, moving = load_volume(sample_path("mni152_t1_2mm.nii.gz")), load_volume(sample_path("colin27_t1_2mm.nii.gz"))
     for entry in models:
         result = topology_heatmap(fixed, moving, TopologySettings(method="learned", model=entry["path"],
                                                                   preset="fast"), device="cpu")
