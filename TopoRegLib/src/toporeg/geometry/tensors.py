@@ -18,6 +18,17 @@ def volume_to_tensor(volume: Volume, *, device=None, dtype=torch.float32) -> tor
     return torch.as_tensor(np.ascontiguousarray(arr), dtype=dtype, device=device)
 
 
+def pad_tensor_to_multiple(x: torch.Tensor, factor: int) -> tuple[torch.Tensor, tuple[slice, ...]]:
+    """Replicate-pad the spatial axes of (B, C, *S) at their ends to multiples of `factor` (what a U-Net with
+    that many halvings needs); returns the padded tensor and the index that crops it back."""
+    size = x.shape[2:]
+    spec: list[int] = []
+    for n in reversed(size):  # F.pad lists the last axis first
+        spec += [0, (-n) % factor]
+    padded = torch.nn.functional.pad(x, spec, mode="replicate") if any(spec) else x
+    return padded, (slice(None), slice(None), *[slice(0, n) for n in size])
+
+
 def tensor_to_volume(tensor: torch.Tensor, like: Volume, *, is_label: bool = False,
                      dtype: np.dtype | type | None = np.float32) -> Volume:
     """A volume on `like`'s grid from a (1, C, *grid) tensor; C > 1 becomes a channel axis."""

@@ -73,7 +73,7 @@ def model_grid(fixed: Volume, card: dict[str, Any], fixed_mask: Volume | None = 
     else:  # the fixed plane's axes, flipped/ordered to be closest to R, A, S
         d = fixed.direction[:, :2] * np.sign(fixed.direction[np.abs(fixed.direction[:, :2]).argmax(0), [0, 1]])
         axes = np.column_stack([d[:, np.argsort(np.abs(d).argmax(0))], fixed.direction[:, 2]])
-    weight = _foreground(fixed, fixed_mask)
+    weight = foreground(fixed, fixed_mask)
     idx = np.argwhere(weight).mean(0) if weight.any() else (np.array(fixed.grid_shape) - 1) / 2.0
     centre = fixed.voxel_to_ras(np.concatenate([idx, np.zeros(3 - ndim)]))
     affine = np.eye(4)
@@ -96,13 +96,14 @@ def network_input(volume: Volume, grid: Volume, *, mask: Volume | None = None, t
     return torch.as_tensor(data, device=device)[None, None]
 
 
-def _foreground(fixed: Volume, fixed_mask: Volume | None = None) -> np.ndarray:
+def foreground(fixed: Volume, fixed_mask: Volume | None = None, percentiles: tuple[float, float] = PERCENTILES
+               ) -> np.ndarray:
     """Boolean foreground on the fixed grid: the mask, else normalised intensity > 0.1."""
     if fixed_mask is not None:
         mask = resample_to(fixed_mask, fixed, interpolation="nearest").data
         return np.asarray(mask).reshape(fixed.grid_shape) > 0
     data = np.asarray(fixed.data, np.float32).reshape(fixed.grid_shape)
-    return percentile_normalize(data, *PERCENTILES) > 0.1
+    return percentile_normalize(data, *percentiles) > 0.1
 
 
 def _apply(matrix: np.ndarray, coords: torch.Tensor) -> torch.Tensor:
@@ -221,7 +222,7 @@ def _domain_messages(fixed: Volume, grid: Volume, card: dict[str, Any], fixed_ma
     """Warnings when the input looks outside the model card's input domain."""
     msgs = []
     nd = fixed.spatial_ndim
-    fg = _foreground(fixed, fixed_mask)
+    fg = foreground(fixed, fixed_mask)
     if not fg.any():
         return ["the fixed image has no foreground above 10 % of its intensity range"]
     idx = np.argwhere(fg)

@@ -16,13 +16,14 @@ from typing import Any, Sequence
 import torch
 import torch.nn as nn
 
+from ..geometry.tensors import pad_tensor_to_multiple
 from ..models.deepsim import DeepSimExtractor
 from ..models.unet import UNet, conv_nd
 from ..transforms.sampling import warp
 from .elbo import reconstruction_nll, score_terms
 from .features import IntensityFeatures, SemanticFeatures
 from .optimize import PairFit
-from .prior import PriorParameters, fit_alpha_beta, kl_per_voxel, log_pdet_grid_laplacian
+from .prior import PriorParameters, fit_alpha_beta, kl_per_voxel
 
 
 class TopologyCVAE(nn.Module):
@@ -122,7 +123,7 @@ class TopologyCVAE(nn.Module):
             self.update_prior(prior)
             self._initialise_sigma2(f_fixed, warped.detach())
         nll = reconstruction_nll(f_fixed, warped, self.sigma2)
-        kl = kl_per_voxel(mu, var, prior, log_pdet=_log_pdet(tuple(mu.shape[2:])))
+        kl = kl_per_voxel(mu, var, prior)
         return {"total": (nll + kl).mean(), "reconstruction": nll.mean().detach(), "kl": kl.mean().detach(),
                 "alpha": torch.tensor(prior.alpha), "beta": torch.tensor(prior.beta)}
 
@@ -132,35 +133,16 @@ class TopologyCVAE(nn.Module):
         was_training = self.training
         self.eval()
         features = features or self.feature_map()
-        padded_fixed, crop = _pad(fixed, 2 ** len(self.unet.encoder))
-        padded_moving, _ = _pad(moving, 2 ** len(self.unet.encoder))
+        padded_fixed, crop = pad_tensor_to_multiple(fixed, 2 ** len(self.unet.encoder))
+        padded_moving, _ = pad_tensor_to_multiple(moving, 2 ** len(self.unet.encoder))
         mu, logvar = self(padded_fixed, padded_moving)
         mu, var = mu[crop], logvar[crop].exp()
         prior = self.running_prior()
         f_fixed, f_moving = features(fixed), features(moving)
         warped = warp(f_moving, mu, padding="border")
-        terms = score_terms(f_fixed, warped, mu, var, self.sigma2, prior, log_pdet=_log_pdet(tuple(mu.shape[2:])))
+        terms = score_terms(f_fixed, warped, mu, var, self.sigma2, prior)
         self.train(was_training)
         return PairFit(mu, var, prior, self.sigma2.detach(), terms)
-
-
-_LOG_PDET: dict[tuple[int, ...], float] = {}
-
-
-def _log_pdet(shape: tuple[int, ...]) -> float:
-    if shape not in _LOG_PDET:
-        _LOG_PDET[shape] = log_pdet_grid_laplacian(shape)
-    return _LOG_PDET[shape]
-
-
-def _pad(x: torch.Tensor, factor: int) -> tuple[torch.Tensor, tuple[slice, ...]]:
-    """Replicate-pad the spatial axes to a multiple of `factor`; the slices that undo it."""
-    size = x.shape[2:]
-    spec: list[int] = []
-    for n in reversed(size):
-        spec += [0, (-n) % factor]
-    padded = torch.nn.functional.pad(x, spec, mode="replicate") if any(spec) else x
-    return padded, (slice(None), slice(None), *[slice(0, n) for n in size])
 
 
 def load_topology_model(name_or_path: str | Path, *, device="cpu") -> tuple[TopologyCVAE, dict[str, Any]]:

@@ -69,7 +69,7 @@ class ScoreTerms:
 
 
 def score_terms(fixed_features: torch.Tensor, warped_features: torch.Tensor, mu: torch.Tensor, var: torch.Tensor,
-                sigma2: torch.Tensor, prior: PriorParameters, *, log_pdet: float | None = None) -> ScoreTerms:
+                sigma2: torch.Tensor, prior: PriorParameters) -> ScoreTerms:
     """Eq. 6: L_k(J|I) with Φ = μ, split into its likelihood and KL parts."""
     return ScoreTerms(reconstruction_nll(fixed_features, warped_features, sigma2),
-                      kl_per_voxel(mu, var, prior, log_pdet=log_pdet))
+                      kl_per_voxel(mu, var, prior))

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..geometry.tensors import pad_tensor_to_multiple
 from ..models.deepsim import DeepSimExtractor
 
 
@@ -43,22 +44,12 @@ class SemanticFeatures:
     @torch.no_grad()
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         factor = 2 ** len(self.extractor.unet.encoder)
-        padded, crop = _pad_to_multiple(image, factor)
+        padded, crop = pad_tensor_to_multiple(image, factor)
         mode = "bilinear" if image.dim() == 4 else "trilinear"
         feats = self.extractor.features(padded)[: self.stages]
         up = [F.interpolate(f, size=padded.shape[2:], mode=mode, align_corners=False) for f in feats]
         out = torch.cat(up, dim=1)
-        return out[(slice(None), slice(None), *crop)]
-
-
-def _pad_to_multiple(image: torch.Tensor, factor: int) -> tuple[torch.Tensor, list[slice]]:
-    size = image.shape[2:]
-    extra = [(-n) % factor for n in size]
-    spec: list[int] = []
-    for e in reversed(extra):
-        spec += [0, e]
-    padded = F.pad(image, spec, mode="replicate") if any(extra) else image
-    return padded, [slice(0, n) for n in size]  # the crop that undoes the padding
+        return out[crop]
 
 
 def make_features(kind: str, *, model: str | Path | None = None, device: str | torch.device = "cpu"):

@@ -19,7 +19,7 @@ from ..registration.optimise import minimise
 from ..registration.settings import RegistrationSettings
 from ..transforms.sampling import warp
 from .elbo import ScoreTerms, gauss_newton_variance, robust_feature_variance, score_terms
-from .prior import PriorParameters, fit_alpha_beta, log_pdet_grid_laplacian, prior_only_variance
+from .prior import PriorParameters, fit_alpha_beta, prior_only_variance
 
 
 @dataclass
@@ -48,7 +48,6 @@ def fit_pair(fixed: torch.Tensor, moving: torch.Tensor, features, *, init_mu: to
     f_fixed, f_moving = features(fixed).detach(), features(moving).detach()
     mu0 = init_mu if init_mu is not None else torch.zeros((1, len(shape), *shape), device=fixed.device)
     mu = torch.nn.Parameter(mu0.detach().clone().float())
-    log_pdet = log_pdet_grid_laplacian(tuple(shape))
     with torch.no_grad():
         warped0 = warp(f_moving, mu, padding="border")
         s2 = sigma2 if sigma2 is not None else robust_feature_variance(f_fixed, warped0)
@@ -62,7 +61,7 @@ def fit_pair(fixed: torch.Tensor, moving: torch.Tensor, features, *, init_mu: to
         var = variance(warped)
         if prior is None:
             state["prior"] = fit_alpha_beta(mu.detach(), var)
-        terms = score_terms(f_fixed, warped, mu, var, s2, state["prior"], log_pdet=log_pdet)
+        terms = score_terms(f_fixed, warped, mu, var, s2, state["prior"])
         return terms.total.mean()
 
     optimiser = torch.optim.Adam([mu], lr=lr)
@@ -76,7 +75,7 @@ def fit_pair(fixed: torch.Tensor, moving: torch.Tensor, features, *, init_mu: to
         var = variance(warped)
         if prior is None:
             state["prior"] = fit_alpha_beta(mu_final, var)
-        terms = score_terms(f_fixed, warped, mu_final, var, s2, state["prior"], log_pdet=log_pdet)
+        terms = score_terms(f_fixed, warped, mu_final, var, s2, state["prior"])
     return PairFit(mu_final, var, state["prior"], s2, terms)
 
 
@@ -99,8 +98,7 @@ def rescore(fit: PairFit, fixed: torch.Tensor, moving: torch.Tensor, features, s
     f_fixed, f_moving = features(fixed), features(moving)
     warped = warp(f_moving, fit.mu, padding="border")
     var = gauss_newton_variance(warped, sigma2, prior)
-    terms = score_terms(f_fixed, warped, fit.mu, var, sigma2, prior,
-                        log_pdet=log_pdet_grid_laplacian(tuple(fit.mu.shape[2:])))
+    terms = score_terms(f_fixed, warped, fit.mu, var, sigma2, prior)
     return PairFit(fit.mu, var, prior, sigma2, terms)
 
 

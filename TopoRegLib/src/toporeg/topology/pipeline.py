@@ -19,8 +19,7 @@ import torch
 
 from ..errors import InputError
 from ..geometry import resample_to
-from ..geometry.intensity import percentile_normalize
-from ..models.inference import model_grid, network_input
+from ..models.inference import foreground, model_grid, network_input
 from ..io import Volume
 from ..progress import Progress
 from ..registration import RegistrationResult, preset, register
@@ -91,15 +90,16 @@ def display_map(heatmap: np.ndarray, foreground: np.ndarray) -> tuple[np.ndarray
     return display.astype(np.float32), legend
 
 
-def _affine_part(reg: RegistrationResult, dev: torch.device) -> tuple[np.ndarray, torch.Tensor]:
-    """(voxel map fixed→moving (ndim+1)², the deformable residual μ0 on the fixed grid in fixed voxels)."""
+def _deformable_part(reg: RegistrationResult, dev: torch.device) -> torch.Tensor:
+    """The registration's deformable residual μ0 on the fixed grid, in fixed voxels: its mapping with the affine
+    part (fixed voxel → moving voxel) taken off."""
     fixed, moving = reg.fixed, reg.moving
     nd = fixed.spatial_ndim
     vox = spatial_block(np.linalg.inv(moving.affine) @ reg.affine_ras @ fixed.affine, nd)
     inv = torch.as_tensor(np.linalg.inv(vox), dtype=torch.float32, device=dev)
     coords = reg.moving_coords.to(dev).float()
     back = torch.einsum("rc,bc...->br...", inv[:nd, :nd], coords) + inv[:nd, nd].view(1, nd, *([1] * nd))
-    return vox, back - identity_grid(fixed.grid_shape, device=dev)
+    return back - identity_grid(fixed.grid_shape, device=dev)
 
 
 class PairFitterFactory:
@@ -163,13 +163,12 @@ def topology_heatmap(fixed: Volume, moving: Volume, settings: TopologySettings |
     factory.grid_affine = grid.affine
     j = network_input(fixed, grid, mask=fixed_mask, device=dev)
     i = network_input(moving, grid, mask=moving_mask, transform=reg.affine_ras, device=dev)
-    mu0 = _affine_part(reg, dev)[1] if grid is fixed else None
+    mu0 = _deformable_part(reg, dev) if grid is fixed else None
     t0 = time.perf_counter()
     pair: SymmetricScore = symmetric_score(j, i, factory, init_mu=mu0, progress=progress.sub("topology", 0.3, 0.6))
     timings["topology_seconds"] = round(time.perf_counter() - t0, 3)
     heat = _on_fixed(pair.l_sym, grid, fixed)
-    foreground = _foreground(fixed, fixed_mask)
-    display, legend = display_map(heat, foreground)
+    display, legend = display_map(heat, foreground(fixed, fixed_mask, (1.0, 99.0)))
     outlier = None
     if controls:
         t0 = time.perf_counter()
@@ -193,13 +192,6 @@ def _on_fixed(values: torch.Tensor, grid: Volume, fixed: Volume) -> np.ndarray:
         return data
     return np.asarray(resample_to(Volume(data, grid.affine), fixed, interpolation="linear").data,
                       np.float32).reshape(fixed.grid_shape)
-
-
-def _foreground(fixed: Volume, mask: Volume | None) -> np.ndarray:
-    if mask is not None:
-        return np.asarray(resample_to(mask, fixed, interpolation="nearest").data).reshape(fixed.grid_shape) > 0
-    data = np.asarray(fixed.data, np.float32).reshape(fixed.grid_shape)
-    return percentile_normalize(data, 1.0, 99.0) > 0.1
 
 
 def _control_on_grid(control: Volume, fixed: Volume, grid: Volume, settings: TopologySettings,

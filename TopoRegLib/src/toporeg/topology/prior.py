@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 
@@ -50,6 +51,7 @@ def _pad_spec(ndim: int, axis: int, before_after: tuple[int, int]) -> tuple[int,
     return tuple(spec)
 
 
+@lru_cache(maxsize=32)
 def log_pdet_grid_laplacian(shape: tuple[int, ...]) -> float:
     """log of the product of the non-zero eigenvalues of the grid-graph Laplacian (face neighbours, free borders).
 
@@ -57,7 +59,7 @@ def log_pdet_grid_laplacian(shape: tuple[int, ...]) -> float:
     2 − 2cos(πj/n), j = 0..n−1; the product graph's eigenvalues are all sums of one per axis.
     """
     eig = torch.zeros((), dtype=torch.float64)
-    for n in shape:
+    for n in tuple(shape):
         lam = 2.0 - 2.0 * torch.cos(math.pi * torch.arange(n, dtype=torch.float64) / n)
         eig = eig[..., None] + lam
     eig = eig.flatten()[1:]  # drop the single zero eigenvalue (j = 0 on every axis)
