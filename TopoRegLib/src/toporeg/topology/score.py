@@ -8,7 +8,7 @@ If Φ_{I→J} = Φ_{J→I}⁻¹ then L_sym(I|J) = L_sym(J|I)∘Φ_{I→J} up to 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import torch
@@ -17,6 +17,7 @@ from ..progress import Progress
 from ..transforms.integration import invert_displacement
 from ..transforms.sampling import warp
 from .optimize import PairFit, shared_parameters
+from .prior import PriorParameters
 
 # fit(fixed J, moving I, init_mu, progress) → q(Φ|I,J) and L(J|I) on J's grid
 PairFitter = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None", Progress], PairFit]
@@ -55,8 +56,7 @@ class ControlBaselines:
     Behaves as the list of maps."""
 
     maps: list[torch.Tensor]
-    shared: tuple[torch.Tensor, object] | None = None
-    fits: list = field(default_factory=list, repr=False)
+    shared: tuple[torch.Tensor, PriorParameters] | None = None
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return self.maps[i]
