@@ -44,6 +44,9 @@ def _builtin_architectures() -> None:
     register_architecture("DeepSimExtractor", DeepSimExtractor)
     from ..topology.cvae import TopologyCVAE
     register_architecture("TopologyCVAE", TopologyCVAE)
+    from ..segmentation.models import DeepEnsemble, MCDropoutUNet, PlainUNet, ProbabilisticUNet
+    for seg in (PlainUNet, DeepEnsemble, MCDropoutUNet, ProbabilisticUNet):
+        register_architecture(seg.__name__, seg)
 
 
 def build_model(architecture: str, kwargs: dict[str, Any]) -> torch.nn.Module:
