@@ -67,3 +67,23 @@ def test_percentile_normalisation_maps_percentiles_to_unit_range():
     assert out[500] == pytest.approx(0.5, abs=1e-6)
     with pytest.raises(ValueError, match="constant"):
         percentile_normalize(np.ones(10))
+
+
+@pytest.mark.parametrize("affine", [
+    np.array([[-1.0, 0, 0, 4], [0, 0, 1, 5], [0, -2.0, 0, 3], [0, 0, 0, 1]]),   # coronal slice: i → L, j → I
+    np.array([[0, 0, 1.0, 0], [0, 1.5, 0, 2], [-1.0, 0, 0, 7], [0, 0, 0, 1]]),   # sagittal slice: i → I, j → A
+    np.array([[0, -1.0, 0, 0], [1.0, 0, 0, 0], [0, 0, 3.0, 0], [0, 0, 0, 1]]),   # axial slice, axes swapped
+])
+def test_2d_canonical_reorientation_keeps_the_plane_and_undoes(affine):
+    vol = Volume(smooth_blobs((6, 7, 1))[:, :, 0], affine)
+    can, how = to_canonical(vol)
+    assert can.data.ndim == 2 and abs(np.linalg.det(can.affine)) > 1e-6
+    in_plane = can.affine[:3, :2]
+    assert np.all(np.abs(in_plane).argmax(axis=0) == np.sort(np.abs(in_plane).argmax(axis=0)))
+    assert np.all(in_plane[np.abs(in_plane).argmax(axis=0), [0, 1]] > 0)   # both in-plane axes point R/A/S-wards
+    for ij in [(0, 0), (2, 3), (5, 6)]:
+        ras = affine[:3, :3] @ np.array([*ij, 0.0]) + affine[:3, 3]
+        back = np.linalg.solve(can.affine[:3, :3], ras - can.affine[:3, 3])
+        assert np.allclose(back[2], 0) and can.data[tuple(np.round(back[:2]).astype(int))] == vol.data[ij]
+    undone = from_canonical(can, how)
+    assert np.array_equal(undone.data, vol.data) and np.allclose(undone.affine, vol.affine)

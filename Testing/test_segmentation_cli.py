@@ -229,14 +229,7 @@ def test_cli_writes_outputs_on_the_native_grid_and_a_report(tiny_model, t1, tmp_
     assert not list(tmp_path.glob(".seg.partial-*"))
 
 
-def test_cli_seg_nrrd_and_json_progress(tiny_model, t1, tmp_path, capsys, monkeypatch):
-    import sys
-
-    import toporeg.cli.common as common
-    from toporeg.progress import JsonLinesReporter
-
-    # JsonLinesReporter binds sys.stdout when toporeg.progress is imported; give it pytest's captured stream
-    monkeypatch.setattr(common, "JsonLinesReporter", lambda: JsonLinesReporter(sys.stdout))
+def test_cli_seg_nrrd_and_json_progress(tiny_model, t1, tmp_path, capsys):
     out = tmp_path / "seg"
     assert main(["segment", str(t1), "--out", str(out), "--model", str(tiny_model), "--format", "seg.nrrd",
                  "--samples", "2", "--progress", "json", "--device", "cpu"]) == 0

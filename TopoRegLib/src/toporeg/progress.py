@@ -73,12 +73,17 @@ def silent() -> Progress:
 class JsonLinesReporter:
     """`--progress json`: one `{"stage", "fraction", "message"}` object per line (for GUI front ends)."""
 
-    def __init__(self, stream: TextIO = sys.stdout):
-        self.stream = stream
+    def __init__(self, stream: TextIO | None = None):
+        self._stream = stream  # None: whatever sys.stdout is when a line is written (tests, redirected output)
+
+    @property
+    def stream(self) -> TextIO:
+        return self._stream if self._stream is not None else sys.stdout
 
     def __call__(self, stage: str, fraction: float, message: str) -> None:
-        self.stream.write(json.dumps({"stage": stage, "fraction": round(fraction, 4), "message": message}) + "\n")
-        self.stream.flush()
+        stream = self.stream
+        stream.write(json.dumps({"stage": stage, "fraction": round(fraction, 4), "message": message}) + "\n")
+        stream.flush()
 
 
 class BarReporter:

@@ -22,9 +22,8 @@ def to_canonical(volume: Volume) -> tuple[Volume, Reorientation]:
     """Volume with voxel axes permuted/flipped so they point R, A, S (nearest), and how to undo it."""
     n_sp = len(volume.spatial_shape)
     ornt = nib.orientations.io_orientation(volume.affine)
-    if n_sp == 2:  # keep a 2D image 2D: only reorient the in-plane axes
-        ornt = ornt.copy()
-        ornt[2] = [2, 1]
+    if n_sp == 2:  # keep a 2D image 2D: only permute/flip the in-plane axes, in the order of their RAS targets
+        ornt = _in_plane(ornt)
     data = _apply(volume.data, ornt, n_sp)
     transform = nib.orientations.inv_ornt_aff(ornt, volume.spatial_shape + (1,) * (3 - n_sp))
     affine = volume.affine @ transform
@@ -39,6 +38,16 @@ def from_canonical(volume: Volume, how: Reorientation) -> Volume:
     data = _apply(volume.data, inverse, n_sp)
     return Volume(data, how.original_affine.copy(), has_channels=volume.has_channels, is_label=volume.is_label,
                   meta=dict(volume.meta))
+
+
+def _in_plane(ornt: np.ndarray) -> np.ndarray:
+    """Orientation of a 2D image's two in-plane axes (the third stays last): the axis that points to the lower
+    RAS axis comes first, so a coronal (R, S) or sagittal (A, S) plane keeps two distinct output axes."""
+    first = 0 if ornt[0, 0] < ornt[1, 0] else 1
+    out = np.array([[0.0, 1.0], [1.0, 1.0], [2.0, 1.0]])
+    out[first] = [0, ornt[first, 1]]
+    out[1 - first] = [1, ornt[1 - first, 1]]
+    return out
 
 
 def _inverse_ornt(ornt: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -232,9 +232,17 @@ def _domain_messages(fixed: Volume, grid: Volume, card: dict[str, Any], fixed_ma
         msgs.append(f"the fixed image's foreground ({' x '.join(f'{e:.0f}' for e in extent)} mm) is larger than the "
                     f"model's field of view ({' x '.join(f'{e:.0f}' for e in fov)} mm); outside it the deformation "
                     "is extended from the grid border")
-    volume_l = float(fg.sum() * np.prod(fixed.spacing[:nd])) / 1e6
-    if card.get("input_domain", {}).get("skull") == "stripped" and nd == 3 and volume_l > 2.5:
-        msgs.append(f"the model was trained on skull-stripped brains, but this image's foreground is {volume_l:.1f} L "
-                    "(a brain is about 1.1-1.9 L): it looks like a whole head; results may be poor (give a brain mask "
-                    "or a skull-stripped image)")
-    return msgs
+    head = whole_head_warning(fg, fixed.spacing[:nd], card, "give a brain mask or a skull-stripped image")
+    return msgs + ([head] if head else [])
+
+
+WHOLE_HEAD_LITRES = 2.5  # a brain is about 1.1-1.9 L; a whole head's foreground is well above
+
+
+def whole_head_warning(fg: np.ndarray, spacing: Sequence[float], card: dict[str, Any], remedy: str) -> str | None:
+    """A warning when a 3D foreground looks like a whole head but the card's model saw only skull-stripped brains."""
+    litres = float(fg.sum() * np.prod(spacing)) / 1e6
+    if card.get("input_domain", {}).get("skull") != "stripped" or fg.ndim != 3 or litres <= WHOLE_HEAD_LITRES:
+        return None
+    return (f"the model was trained on skull-stripped brains, but this image's foreground is {litres:.1f} L (a brain "
+            f"is about 1.1-1.9 L): it looks like a whole head; results may be poor ({remedy})")

@@ -29,6 +29,7 @@ from ..errors import InputError
 
 CARD_FORMAT = "toporeg-model-card/1"
 _ARCHITECTURES: dict[str, Callable[..., torch.nn.Module]] = {}
+_BUILTINS_LOADED = False
 
 
 def register_architecture(name: str, factory: Callable[..., torch.nn.Module]) -> None:
@@ -36,8 +37,12 @@ def register_architecture(name: str, factory: Callable[..., torch.nn.Module]) ->
 
 
 def _builtin_architectures() -> None:
-    if _ARCHITECTURES:
+    """Register TopoReg's own architectures on first use (lazy: avoids import cycles with the model modules);
+    user registrations made earlier are kept."""
+    global _BUILTINS_LOADED
+    if _BUILTINS_LOADED:
         return
+    _BUILTINS_LOADED = True
     from .deepsim import DeepSimExtractor
     from .voxelmorph_diff import VoxelMorphDiff
     register_architecture("VoxelMorphDiff", VoxelMorphDiff)

@@ -23,7 +23,7 @@ import torch
 from ..errors import InputError
 from ..geometry import percentile_normalize, resample_to, tensor_to_volume, to_canonical, volume_to_tensor
 from ..io import Volume, check_geometry, check_intensities, check_spatial_ndim, save_volume
-from ..models.inference import PERCENTILES, foreground, model_grid
+from ..models.inference import PERCENTILES, foreground, model_grid, whole_head_warning
 from ..progress import CancelToken, Progress
 from .models import SegmentationModel
 from .uncertainty import entropy, pairwise_distances
@@ -141,18 +141,15 @@ def network_grid(volume: Volume, spacing: Sequence[float], model_ndim: int, mult
 
 def domain_messages(volume: Volume, card: dict[str, Any], model_ndim: int) -> list[str]:
     """Warnings when the image looks outside the card's input domain (skull, voxel size, field of view)."""
-    dom, nd, msgs = card.get("input_domain", {}), volume.spatial_ndim, []
+    nd, msgs = volume.spatial_ndim, []
     fg = foreground(volume)
     if not fg.any():
         return ["the image has no foreground above 10 % of its intensity range: the segmentation may be empty"]
     voxel = volume.spacing[:nd]
     extent = (np.argwhere(fg).max(0) - np.argwhere(fg).min(0) + 1) * voxel
     if nd == 3:
-        litres = float(fg.sum() * np.prod(voxel)) / 1e6
-        if dom.get("skull") == "stripped" and litres > 2.5:  # a brain is about 1.1-1.9 L
-            msgs.append(f"the model was trained on skull-stripped brains, but this image's foreground is "
-                        f"{litres:.1f} L: it looks like a whole head; results may be poor (use a whole-head model or "
-                        "strip the skull)")
+        head = whole_head_warning(fg, voxel, card, "use a whole-head model or strip the skull")
+        msgs += [head] if head else []
         if np.any(extent > 350):
             msgs.append(f"the foreground ({' x '.join(f'{e:.0f}' for e in extent)} mm) is larger than a head: the "
                         "models were trained on head and brain images")
