@@ -19,10 +19,13 @@ from slicer.ScriptedLoadableModule import *  # noqa: F403 - Slicer's module base
 from slicer.util import VTKObservationMixin
 
 from TopoRegLogic import install, nodes
+from TopoRegLogic.background import one_line
 from TopoRegLogic.params import AVAILABLE_METHODS, DEVICES, METHODS, PRESETS, SIMILARITIES, TRANSFORM_MODELS, as_params
-from TopoRegLogic.registration_logic import RegistrationLogic, one_line
+from TopoRegLogic.registration_logic import RegistrationLogic
 from TopoRegLogic.topology_display import legend_text
 from TopoRegLogic.topology_logic import TopologyLogic, TopologyParameters
+from TopoRegLogic.uncertainty_logic import UncertaintyLogic
+from TopoRegWidgets.uncertainty_panel import UncertaintyPanel
 
 
 class TopoReg(ScriptedLoadableModule):  # noqa: F405
@@ -37,7 +40,8 @@ class TopoReg(ScriptedLoadableModule):  # noqa: F405
             "optimisation; learned, DIO and CARL methods arrive with their models). Outputs: a transform node "
             "(fixed-to-moving displacement, the resampling direction), an optional warped volume on the fixed grid "
             "and a Jacobian-determinant overlay showing folding. The topology heatmap shows where no smooth "
-            "deformation explains the fixed image (nats per voxel). Research use only, not for clinical decisions.")
+            "deformation explains the fixed image (nats per voxel). The uncertainty panel segments brain or tissue "
+            "with a voxel-wise uncertainty map (bits). Research use only, not for clinical decisions.")
         self.parent.acknowledgementText = _(
             "Sample data: MNI ICBM152 2009a (nilearn) and Colin27 (mricron-data); see Resources/SampleData/LICENSE.md.")
 
@@ -73,7 +77,7 @@ class TopoRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # noqa:
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._runner = self._topologyRunner = None
+        self._runner = self._topologyRunner = self.uncertaintyPanel = None
         self._timer = None
         VTKObservationMixin.__init__(self)  # first: without a parent, the base class calls setup() right away
         ScriptedLoadableModuleWidget.__init__(self, parent)  # noqa: F405
@@ -97,11 +101,16 @@ class TopoRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # noqa:
         self.ui.heatmapOpacitySlider.connect("valueChanged(int)", self.onHeatmapOpacityChanged)
         self.ui.topologyControlsSelector.setMRMLScene(slicer.mrmlScene)
         self.ui.topologyModelComboBox.addItems(self.logic.topology.available_models())
+        ensure = lambda: self.logic.ensureDependencies(slicer.util.confirmOkCancelDisplay)  # noqa: E731
+        self.uncertaintyPanel = UncertaintyPanel(self.ui, self.logic.uncertainty, self._timer, ensure)
         self.initializeParameterNode()
 
+    def _runners(self):
+        return [r for r in (self._runner, self._topologyRunner, getattr(self.uncertaintyPanel, "runner", None)) if r]
+
     def _stopRun(self):
-        for runner in (self._runner, self._topologyRunner):
-            if runner is not None and runner.running:
+        for runner in self._runners():
+            if runner.running:
                 runner.kill()
                 runner.wait(timeout=10)  # finishes the run: temporary files removed, status "Cancelled"
 
@@ -161,6 +170,7 @@ class TopoRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # noqa:
         topologyRunning = self._topologyRunner is not None and self._topologyRunner.running
         self.ui.computeHeatmapButton.enabled = not topologyRunning
         self.ui.topologyCancelButton.enabled = topologyRunning
+        self.uncertaintyPanel.updateButtons()
 
     def _showStatus(self, text):
         self.ui.statusLabel.text = text
@@ -188,7 +198,7 @@ class TopoRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # noqa:
         self._showStatus(_("Cancelling..."))
 
     def _poll(self):
-        if not any([runner.poll() for runner in (self._runner, self._topologyRunner) if runner is not None]):
+        if not any([runner.poll() for runner in self._runners()]):
             self._timer.stop()
             self._checkCanApply()
 
@@ -273,6 +283,7 @@ class TopoRegLogic(ScriptedLoadableModuleLogic):  # noqa: F405
         self.topology = TopologyLogic(  # the topology panel: `toporeg topology` in the background, heatmap overlays
             slicer.mrmlScene, volumes_logic=slicer.modules.volumes.logic(),
             segmentations_logic=slicer.modules.segmentations.logic(), temp_root=slicer.app.temporaryPath, **options)
+        self.uncertainty = UncertaintyLogic(slicer.mrmlScene, temp_root=slicer.app.temporaryPath, **options)
 
     def getParameterNode(self):
         return TopoRegParameterNode(super().getParameterNode())

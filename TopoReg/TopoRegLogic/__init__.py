@@ -11,8 +11,11 @@ missing packages) even before torch, nibabel or SimpleITK are importable.
 - `landmarks`: target registration error from paired markups.
 - `outputs`: one result type for in-process and background runs.
 - `runner`: the `toporeg` command line in a background process (progress, cancel, log).
+- `background`: what every panel's background run shares (temporary folder, runner, one conclusion).
 - `registration_logic`: the registration workflow on MRML nodes (`RegistrationLogic`).
 - `topology_logic`: the topology heatmap workflow (`TopologyLogic`, `toporeg topology` in the background).
-- `topology_display`: heatmap overlays: colour map, fixed 0-1 window, legend attributes, slice composite nodes.
+- `topology_display`: map overlays (heatmap, entropy): colour map, fixed window, legend attributes, composite nodes.
+- `uncertainty_logic`: segmentation with uncertainty (`UncertaintyLogic`, `toporeg segment` in the background).
+- `uncertainty_display`: segmentation nodes with standard terminology; sampled masks shown one at a time.
 - `install`: first-use dependency check and careful installation.
 """

@@ -85,6 +85,16 @@ def update_volume_node(node, volume) -> None:
     node.EndModify(was)
 
 
+def snap_to_grid(volume, node, what: str):
+    """A CLI output written on `node`'s grid: check it is, then give it the node's exact IJKToRAS (NIfTI keeps the
+    matrix in float32 only, the node has it in double)."""
+    dims, shape = node.GetImageData().GetDimensions(), tuple(volume.spatial_shape) + (1,) * 3
+    if tuple(shape[:3]) != tuple(dims) or not np.allclose(volume.affine, ijk_to_ras(node), atol=1e-3):
+        raise input_error(f"{what} is not on the grid of '{node.GetName()}' ({shape[:3]} vs {tuple(dims)})")
+    volume.affine = ijk_to_ras(node)
+    return volume
+
+
 def new_volume_node(scene, volume, name: str, *, label: bool | None = None):
     """Add a scalar (or labelmap) volume node holding `volume` to `scene`."""
     label = volume.is_label if label is None else label

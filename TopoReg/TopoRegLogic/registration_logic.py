@@ -13,8 +13,6 @@ status line (time, folding %, landmark TRE when paired landmarks are given).
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -23,6 +21,7 @@ import numpy as np
 
 from . import landmarks, nodes
 from . import transform_nodes as tn
+from .background import BackgroundCliLogic
 from .outputs import RegistrationOutputs, outputs_from_directory, outputs_from_result
 from .params import (AVAILABLE_METHODS, DEVICES, METHODS, PRESETS, SIMILARITIES, TRANSFORM_MODELS, as_params, get)
 from .runner import CliRunner, popen_launcher
@@ -30,35 +29,7 @@ from .runner import CliRunner, popen_launcher
 JACOBIAN_REFERENCE = "TopoReg.Jacobian"
 
 
-def conclude_run(runner, apply: Callable[[], str], user_names: Callable[[str], str], last: dict, work,
-                 *, keep_temp: bool, on_done: Callable[[bool, str], None] | None) -> None:
-    """What every background run does when its process ends: load the outputs (success), or say why not, in one
-    status line; keep the full log; remove the temporary folder; tell the caller."""
-    ok, status = False, ""
-    try:
-        if runner.state == "succeeded":
-            status, ok = apply(), True
-        elif runner.state == "cancelled":
-            status = "Cancelled; no outputs were written."
-        else:
-            status = f"Failed: {user_names(runner.error)}"
-    except Exception as exc:  # noqa: BLE001 - reported as the status line, full log kept
-        runner.log.append(f"applying results failed: {exc!r}")
-        status = f"Failed: {one_line(exc)}"
-    finally:
-        last["status"], last["log"] = status, runner.full_log()
-        if not keep_temp:
-            shutil.rmtree(work, ignore_errors=True)
-    if on_done is not None:
-        on_done(ok, status)
-
-
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
-
-
-class RegistrationLogic:
+class RegistrationLogic(BackgroundCliLogic):
     """Registration on MRML nodes. `scene` is required; everything else has a working default.
 
     `volumes_logic` / `segmentations_logic`: the module logics (segmentation masks are exported through
@@ -66,16 +37,14 @@ class RegistrationLogic:
     `temp_root`: where background runs write their inputs (Slicer: `slicer.app.temporaryPath`).
     """
 
+    busy_message = "a registration is already running"
+    temp_prefix = "TopoReg-"
+
     def __init__(self, scene, *, volumes_logic=None, segmentations_logic=None, launcher: Callable = popen_launcher,
                  python: str | None = None, temp_root: str | Path | None = None, keep_temp: bool = False):
-        self.scene = scene
+        super().__init__(scene, launcher=launcher, python=python, temp_root=temp_root, keep_temp=keep_temp)
         self.volumes_logic = volumes_logic
         self.segmentations_logic = segmentations_logic
-        self.launcher, self.python = launcher, python
-        self.temp_root = temp_root
-        self.keep_temp = keep_temp
-        self.runner: CliRunner | None = None
-        self.last: dict = {}
 
     # --- inputs ------------------------------------------------------------------------------
     def validate(self, params) -> None:
@@ -183,38 +152,16 @@ class RegistrationLogic:
         outputs were applied to the scene (ok=True) or the run failed / was cancelled (ok=False).
         Bad input raises here, before any process starts.
         """
-        if self.runner is not None and self.runner.running:
-            raise nodes.input_error("a registration is already running")
         inputs = self.collect_inputs(params)
         snapshot = as_params(params)  # later GUI edits must not change what this run's results are applied to
-        if self.temp_root is not None:
-            Path(self.temp_root).mkdir(parents=True, exist_ok=True)
-        work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="TopoReg-", dir=self.temp_root))
-        work.mkdir(parents=True, exist_ok=True)
-        out_dir = work / "out"
-        args = self.cli_arguments(snapshot, self.write_inputs(inputs, work), out_dir)
 
-        def finished(runner: CliRunner) -> None:
-            def apply() -> str:
-                status = self.apply_results(snapshot, outputs_from_directory(out_dir))
-                _set(params, "outputTransform", snapshot.outputTransform)
-                return status
+        def apply(out_dir: Path) -> str:
+            status = self.apply_results(snapshot, outputs_from_directory(out_dir))
+            _set(params, "outputTransform", snapshot.outputTransform)
+            return status
 
-            conclude_run(runner, apply, self._user_names, self.last, work, keep_temp=self.keep_temp,
-                         on_done=on_done)
-
-        self.runner = CliRunner(work, launcher=self.launcher, python=self.python, on_progress=on_progress,
-                                on_finished=finished)
-        return self.runner.start(args)
-
-    def _user_names(self, text: str) -> str:
-        for path, name in getattr(self, "input_names", {}).items():
-            text = text.replace(path, name)
-        return text
-
-    def cancel(self) -> None:
-        if self.runner is not None:
-            self.runner.cancel()
+        return self._start_run(lambda work: self.cli_arguments(snapshot, self.write_inputs(inputs, work), work / "out"),
+                               apply, on_progress, on_done, work_dir)
 
     # --- results -----------------------------------------------------------------------------
     def apply_results(self, params, outputs: RegistrationOutputs) -> str:

@@ -1,4 +1,7 @@
-"""Topology heatmaps on the slice views: perceptual colour map, fixed 0-1 window, legend attributes, overlay.
+"""Maps on the slice views: perceptual colour map, fixed window, legend attributes, foreground overlay.
+
+Written for the topology heatmaps and shared by every overlay the module shows (the uncertainty panel's entropy map
+uses the same colour map, window, legend attributes and composite-node helpers, with bits instead of nats).
 
 The display map (`heatmap_display.nii.gz`, log(1 + max(L - median, 0)) / log(1 + 1000 nats)) always uses the window [0, 1],
 so one colour means the same number of nats in every run of one image; report.json's `display_legend` says which
@@ -19,17 +22,18 @@ INFERNO = ((0.001, 0.000, 0.014), (0.079, 0.042, 0.206), (0.258, 0.039, 0.406), 
            (0.988, 0.998, 0.645))
 
 
-def legend_text(legend: dict) -> str:
-    """One line for the panel: display values -> nats per voxel."""
+def legend_text(legend: dict, unit: str = "nats") -> str:
+    """One line for the panel: display values -> `unit` per voxel."""
     items = sorted(legend.items(), key=lambda kv: float(kv[0]))
     return ("Colour " + " / ".join(k for k, _ in items) + " = " + " / ".join(f"{v:.3g}" for _, v in items)
-            + " nats per voxel")
+            + f" {unit} per voxel")
 
 
-def set_legend(node, legend: dict, units: str) -> None:
+def set_legend(node, legend: dict, units: str, unit: str = "nats") -> None:
+    """`units` describes the node's voxel values; `legend` (display value -> value in `unit`) becomes attributes."""
     node.SetAttribute("TopoReg.Units", units)
     for key, value in legend.items():
-        node.SetAttribute(f"{LEGEND_PREFIX}{key}", f"{value:.3g} nats")
+        node.SetAttribute(f"{LEGEND_PREFIX}{key}", f"{value:.3g} {unit}")
 
 
 def legend_from_node(node) -> dict:
@@ -68,7 +72,7 @@ def style_map(scene, node, low: float, high: float, threshold: float = 0.0) -> N
 
 
 def show_overlay(scene, background, foreground, opacity: float) -> None:
-    """Background = the fixed volume, foreground = the display map, in every slice view."""
+    """Background = the examined volume, foreground = its map, in every slice view."""
     for composite in slicer.util.getNodesByClass("vtkMRMLSliceCompositeNode", scene):
         composite.SetBackgroundVolumeID(background.GetID())
         composite.SetForegroundVolumeID(foreground.GetID())

@@ -14,8 +14,6 @@ A cancelled or failed run adds no node. Inputs are read without their parent tra
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
@@ -24,9 +22,10 @@ import numpy as np
 
 from . import nodes
 from . import topology_display as overlay
+from .background import BackgroundCliLogic
 from .outputs import outputs_from_directory
 from .params import DEVICES, PRESETS, RegistrationParams
-from .registration_logic import RegistrationLogic, conclude_run
+from .registration_logic import RegistrationLogic
 from .runner import CliRunner, popen_launcher
 
 TOPOLOGY_METHODS = ("optimize", "learned")   # toporeg.cli.topology_cmd --method
@@ -70,18 +69,18 @@ def _spatial_ndim(node) -> int:
     return 2 if node.GetImageData().GetDimensions()[2] == 1 else 3
 
 
-class TopologyLogic:
+class TopologyLogic(BackgroundCliLogic):
     """Topology heatmaps on MRML nodes. Same injected dependencies as `RegistrationLogic`."""
+
+    busy_message = "a heatmap computation is already running"
+    temp_prefix = "TopoRegTopology-"
 
     def __init__(self, scene, *, volumes_logic=None, segmentations_logic=None, launcher: Callable = popen_launcher,
                  python: str | None = None, temp_root: str | Path | None = None, keep_temp: bool = False):
-        self.scene = scene
-        self.launcher, self.python, self.temp_root, self.keep_temp = launcher, python, temp_root, keep_temp
+        super().__init__(scene, launcher=launcher, python=python, temp_root=temp_root, keep_temp=keep_temp)
         # writes the input files and applies the initial registration's outputs (its own `last`, not the panel's)
         self.registration = RegistrationLogic(scene, volumes_logic=volumes_logic,
                                               segmentations_logic=segmentations_logic, temp_root=temp_root)
-        self.runner: CliRunner | None = None
-        self.last: dict = {}
 
     # --- inputs ------------------------------------------------------------------------------
     def validate(self, params) -> None:
@@ -130,10 +129,11 @@ class TopologyLogic:
                                                       self.registration.segmentations_logic),
                   "initial": None}
         args = self.registration.write_inputs(inputs, work_dir)
+        self.input_names = self.registration.input_names  # one dict: the controls' names are added to it
         controls = []
         for index, node in enumerate(params.controls):
             path = str(save_volume(nodes.volume_from_node(node, is_label=False), work_dir / f"control_{index}.nii"))
-            self.registration.input_names[path] = f"control '{node.GetName()}'"
+            self.input_names[path] = f"control '{node.GetName()}'"
             controls.append(path)
         return args + (["--controls", *controls] if controls else [])
 
@@ -163,38 +163,11 @@ class TopologyLogic:
         `on_done(ok, status)` once, after the results were added to the scene (ok) or the run failed / was
         cancelled (nothing added). Bad input raises here, before any file is written or process started.
         """
-        if self.runner is not None and self.runner.running:
-            raise nodes.input_error("a heatmap computation is already running")
         snapshot = as_topology_params(params)
         self.validate(snapshot)
-        if self.temp_root is not None:
-            Path(self.temp_root).mkdir(parents=True, exist_ok=True)
-        work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="TopoRegTopology-", dir=self.temp_root))
-        work.mkdir(parents=True, exist_ok=True)
-        out_dir = work / "out"
-        try:
-            args = self.cli_arguments(snapshot, self.write_inputs(snapshot, work), out_dir)
-        except Exception:
-            shutil.rmtree(work, ignore_errors=True)
-            raise
-
-        def finished(runner: CliRunner) -> None:
-            conclude_run(runner, lambda: self.apply_results(snapshot, out_dir), self._user_names, self.last, work,
-                         keep_temp=self.keep_temp, on_done=on_done)
-
-        self.last = {}
-        self.runner = CliRunner(work, launcher=self.launcher, python=self.python, on_progress=on_progress,
-                                on_finished=finished)
-        return self.runner.start(args)
-
-    def _user_names(self, text: str) -> str:
-        for path, name in self.registration.input_names.items():
-            text = text.replace(path, name)
-        return text
-
-    def cancel(self) -> None:
-        if self.runner is not None:
-            self.runner.cancel()
+        return self._start_run(
+            lambda work: self.cli_arguments(snapshot, self.write_inputs(snapshot, work), work / "out"),
+            lambda out: self.apply_results(snapshot, out), on_progress, on_done, work_dir)
 
     # --- results -----------------------------------------------------------------------------
     def apply_results(self, params: TopologyParameters, out_dir: str | Path) -> str:
@@ -205,7 +178,8 @@ class TopologyLogic:
         report = json.loads((out / "report.json").read_text())
         files, metrics = report.get("files", {}), report.get("metrics", {})
         legend = {str(k): float(v) for k, v in metrics.get("display_legend", {}).items()}
-        volumes = {role: self._on_fixed_grid(load_volume(out / files[key], is_label=False), fixed)
+        volumes = {role: nodes.snap_to_grid(load_volume(out / files[key], is_label=False), fixed,
+                                            "topology output").astype(np.float32)
                    for role, key in (("heatmap", "heatmap"), ("display", "heatmap_display"), ("outlier", "outlier"))
                    if key in files}
         heatmap = nodes.ensure_volume_node(self.scene, params.heatmapVolume,
@@ -240,15 +214,6 @@ class TopologyLogic:
                          transform=self.registration.last.get("transform"),
                          warped=self.registration.last.get("volume"))
         return status
-
-    @staticmethod
-    def _on_fixed_grid(volume, fixed):
-        """The CLI writes its maps on the fixed grid (float32 affine in NIfTI): check, then use the node's matrix."""
-        dims, shape = fixed.GetImageData().GetDimensions(), tuple(volume.spatial_shape) + (1,) * 3
-        if tuple(shape[:3]) != tuple(dims) or not np.allclose(volume.affine, nodes.ijk_to_ras(fixed), atol=1e-3):
-            raise nodes.input_error(f"topology output is not on the fixed volume's grid ({shape[:3]} vs {dims})")
-        volume.affine = nodes.ijk_to_ras(fixed)
-        return volume.astype(np.float32)
 
     def _apply_registration(self, params: TopologyParameters, out: Path, report: dict, heatmap) -> str:
         """The initial registration (registration/ has no report.json of its own) through the registration logic."""

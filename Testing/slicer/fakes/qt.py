@@ -7,6 +7,7 @@ Desktop Slicer's `qt` module does not exist in the slicer-core wheel. This fake 
   like PythonQt, a slot taking fewer arguments than the signal sends is called with the first ones.
 - `QUiLoader().load(QFile(path))` (in fake_qt_uiloader.py) builds these widgets from a Qt Designer file.
 - `QTimer` never fires by itself: tests call `QTimer.fire_all()` (or `timer.timeout.emit()`).
+- `QMessageBox.question` / `QFileDialog.getOpenFileName` return what a test put in their `answer`.
 Nothing is drawn; no event loop exists.
 """
 
@@ -365,6 +366,18 @@ class QMessageBox:
     @staticmethod
     def question(*_args, **_kwargs):
         return QMessageBox.answer
+
+
+class QFileDialog:
+    """`getOpenFileName` returns `answer` (tests set it; "" = the user cancelled) and records the call."""
+
+    answer = ""
+    calls: list[tuple] = []
+
+    @staticmethod
+    def getOpenFileName(*args, **_kwargs):
+        QFileDialog.calls.append(args)
+        return QFileDialog.answer
 
 
 from fake_qt_uiloader import QFile, QUiLoader  # noqa: E402,F401 - the .ui loader lives in its own file

@@ -16,6 +16,7 @@ from toporeg_slicer_testing import MODULE_DIR
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "TopoReg.ui"
 MODULE_FILE = MODULE_DIR / "TopoReg.py"
 LOGIC_DIR = MODULE_DIR / "TopoRegLogic"
+WIDGETS_DIR = MODULE_DIR / "TopoRegWidgets"  # GUI sections kept out of TopoReg.py: they use self.ui too
 
 
 def _ui():
@@ -38,11 +39,22 @@ def _module_tree():
     return ast.parse(MODULE_FILE.read_text())
 
 
+def _ui_names_used(tree) -> set[str]:
+    """`self.ui.<name>` and `ui.<name>` (a local alias of self.ui)."""
+    def is_ui(node):
+        return (isinstance(node, ast.Name) and node.id == "ui") or (
+            isinstance(node, ast.Attribute) and node.attr == "ui" and isinstance(node.value, ast.Name)
+            and node.value.id == "self")
+
+    return {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute) and is_ui(node.value)}
+
+
 def test_every_ui_attribute_used_in_the_module_exists_in_the_ui_file():
-    used = {node.attr for node in ast.walk(_module_tree())
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
-            and node.value.attr == "ui" and isinstance(node.value.value, ast.Name) and node.value.value.id == "self"}
+    used = _ui_names_used(_module_tree())
     assert used, "TopoReg.py should use self.ui.<widget>"
+    for path in sorted(WIDGETS_DIR.glob("*.py")):
+        used |= _ui_names_used(ast.parse(path.read_text()))
+    assert {"uncertaintyApplyButton", "nextSampleButton", "uncertaintyModelComboBox"} <= used
     assert used <= set(_widgets()), f"missing in TopoReg.ui: {sorted(used - set(_widgets()))}"
 
 
@@ -73,10 +85,16 @@ def test_ui_sections_and_research_use_label():
     assert _prop(widgets["registrationCollapsibleButton"], "text") == "Registration"
     assert (_prop(widgets["topologyCollapsibleButton"], "text"), _prop(widgets["topologyCollapsibleButton"],
                                                                        "enabled")) == ("Topology heatmap", "true")
-    for section in ("uncertainty", "neuralizer"):
-        button = widgets[f"{section}CollapsibleButton"]
-        assert (_prop(button, "collapsed"), _prop(button, "enabled")) == ("true", "false")
-        assert "arrives with its capability" in _prop(widgets[f"{section}PlaceholderLabel"], "text")
+    assert (_prop(widgets["uncertaintyCollapsibleButton"], "text"),
+            _prop(widgets["uncertaintyCollapsibleButton"], "enabled")) == ("Uncertainty", "true")
+    models = [i.find("property/string").text for i in widgets["uncertaintyModelComboBox"].findall("item")]
+    assert models == ["unet", "ensemble", "mcdropout", "probunet"]
+    assert [i.find("property/string").text for i in widgets["uncertaintyTaskComboBox"].findall("item")] == \
+        ["tissue", "brain"]
+    assert widgets["uncertaintySamplesSpinBox"].get("class") == "QSpinBox"
+    button = widgets["neuralizerCollapsibleButton"]
+    assert (_prop(button, "collapsed"), _prop(button, "enabled")) == ("true", "false")
+    assert "arrives with its capability" in _prop(widgets["neuralizerPlaceholderLabel"], "text")
     assert "Research use only" in _prop(widgets["researchUseLabel"], "text")
     for name in ("applyButton", "cancelButton", "progressBar", "statusLabel"):
         assert name in widgets
@@ -130,10 +148,13 @@ def test_logic_package_is_qt_free_and_imports_toporeg_lazily(path):
 
 
 def test_choices_match_the_library():
+    from toporeg.cli import segment_cmd
     from toporeg.cli.register_cmd import METHODS
     from toporeg.registration import PRESETS, TRANSFORM_MODELS, available_similarities
 
-    from TopoRegLogic import params
+    from TopoRegLogic import params, uncertainty_logic
+
+    assert (uncertainty_logic.METHODS, uncertainty_logic.TASKS) == (segment_cmd.METHODS, segment_cmd.TASKS)
 
     assert params.METHODS == METHODS
     assert params.PRESETS == tuple(PRESETS)

@@ -1,0 +1,5 @@
+"""GUI sections of the TopoReg panel that would make TopoReg.py too long: each takes the loaded `.ui` widgets and
+its Qt-free logic (TopoRegLogic), forwards clicks, and shows progress, status and the full log of a failed run.
+
+- `uncertainty_panel`: the Uncertainty section (`UncertaintyPanel`).
+"""
