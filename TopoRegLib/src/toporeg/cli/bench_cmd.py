@@ -1,21 +1,26 @@
-"""`toporeg bench registration|topology ...`: side-by-side benchmarks (peers/baselines and TopoReg in the same run)."""
+"""`toporeg bench registration|topology|uncertainty ...`: side-by-side benchmarks (peers/baselines and TopoReg, or
+the four uncertainty methods, in the same run)."""
 
 from __future__ import annotations
 
 import argparse
 
-BENCHMARKS = ("registration", "topology")
+BENCHMARKS = ("registration", "topology", "uncertainty")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="run a benchmark (registration, topology) and write its table, JSON and figure",
-                       add_help=False)
+    p = sub.add_parser("bench", help="run a benchmark (registration, topology, uncertainty) and write its table, JSON "
+                                     "and figure", add_help=False)
     p.add_argument("benchmark", choices=BENCHMARKS)
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark (see --help after its name)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.benchmark == "uncertainty":
+        from ..bench.uncertainty import main as uncertainty_main
+
+        return uncertainty_main(args.rest)
     if args.benchmark == "topology":  # heavy imports only when benchmarking
         from ..bench.topology import main as topology_main
 

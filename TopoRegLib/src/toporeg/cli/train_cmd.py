@@ -1,11 +1,12 @@
-"""`toporeg train registration|deepsim|topology ...`: reproducible training runs (config + seed)."""
+"""`toporeg train registration|deepsim|topology|segmentation ...`: reproducible training runs (config + seed)."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 
-TRAINERS = {"registration": "train_registration", "deepsim": "train_deepsim", "topology": "train_topology"}
+TRAINERS = {"registration": "train_registration", "deepsim": "train_deepsim", "topology": "train_topology",
+            "segmentation": "train_segmentation"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -59,18 +59,54 @@ def pick_annotator(image: torch.Tensor, target: torch.Tensor, generator: torch.G
     return target[torch.arange(target.shape[0], device=target.device), choice].long()
 
 
+def soft_dice(logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Mean soft Dice of the foreground classes (1..C-1), each pooled over the batch and all voxels (batch Dice:
+    no 0/0 on slices without the class), averaged over the foreground classes present in the batch's target;
+    1 when none is (nothing to reward: the cross-entropy alone then pushes false positives down). Softmax in
+    float32 (bf16 autocast safe). A scalar in [0, 1]."""
+    c = logits.shape[1]
+    p = torch.softmax(logits.float(), dim=1)[:, 1:].transpose(0, 1).flatten(1)             # (C-1, N)
+    y = F.one_hot(target, c).movedim(-1, 0)[1:].flatten(1).to(p.dtype)                    # (C-1, N)
+    size = y.sum(1)
+    dice = (2 * (p * y).sum(1) + eps) / (p.sum(1) + size + eps)
+    present = size > 0
+    if not bool(present.any()):
+        return torch.ones((), device=logits.device)
+    return dice[present].mean()
+
+
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: float
+                      ) -> tuple[torch.Tensor, Metrics]:
+    """The one reconstruction loss of all four models: CE + dice_weight · (1 − mean foreground soft Dice).
+    The Dice term counters class imbalance (CSF, a small ambiguous structure: a few % of the voxels), which plain
+    cross-entropy learns late or never; dice_weight = 0 is CE alone."""
+    if target.shape != logits.shape[:1] + logits.shape[2:]:
+        raise ValueError(f"target {tuple(target.shape)} does not match the image grid {tuple(logits.shape[2:])}")
+    ce = F.cross_entropy(logits, target)
+    metrics = {"ce": float(ce.detach())}
+    if dice_weight == 0:
+        return ce, metrics
+    dice = soft_dice(logits, target)
+    metrics["dice"] = float(dice.detach())
+    return ce + dice_weight * (1.0 - dice), metrics
+
+
 class SegmentationModel(nn.Module):
     """Common bookkeeping: `config` (constructor kwargs for the model card), `ndim`, `n_classes`, input checks."""
 
     method = ""
 
-    def __init__(self, ndim: int, n_classes: int, in_channels: int, channels: Sequence[int], norm: str):
+    def __init__(self, ndim: int, n_classes: int, in_channels: int, channels: Sequence[int], norm: str,
+                 dice_weight: float = 1.0):
         super().__init__()
         if n_classes < 2:
             raise ValueError("n_classes counts the background too: at least 2")
+        if dice_weight < 0:
+            raise ValueError("dice_weight must be >= 0 (0: cross-entropy only)")
         self.ndim, self.n_classes, self.in_channels = int(ndim), int(n_classes), int(in_channels)
+        self.dice_weight = float(dice_weight)
         self.config: dict = dict(ndim=self.ndim, n_classes=self.n_classes, in_channels=self.in_channels,
-                                 channels=[int(c) for c in channels], norm=norm)
+                                 channels=[int(c) for c in channels], norm=norm, dice_weight=self.dice_weight)
 
     @property
     def architecture(self) -> str:
@@ -87,10 +123,9 @@ class SegmentationModel(nn.Module):
             raise ValueError(f"a {self.ndim}D model takes (B, {self.in_channels}, *S) images, "
                              f"got {tuple(image.shape)}")
 
-    def _ce(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if target.shape != logits.shape[:1] + logits.shape[2:]:
-            raise ValueError(f"target {tuple(target.shape)} does not match the image grid {tuple(logits.shape[2:])}")
-        return F.cross_entropy(logits, target)
+    def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, Metrics]:
+        """CE + dice_weight · (1 − soft Dice): `segmentation_loss`, shared by all four methods."""
+        return segmentation_loss(logits, target, self.dice_weight)
 
     def sample_probabilities(self, image: torch.Tensor, n: int, generator: torch.Generator | None = None, *,
                              start: int = 0) -> torch.Tensor:
@@ -107,8 +142,8 @@ class PlainUNet(SegmentationModel):
     method = "unet"
 
     def __init__(self, ndim: int = 3, n_classes: int = 2, in_channels: int = 1,
-                 channels: Sequence[int] = (16, 32, 64, 128), norm: str = "batch"):
-        super().__init__(ndim, n_classes, in_channels, channels, norm)
+                 channels: Sequence[int] = (16, 32, 64, 128), norm: str = "batch", dice_weight: float = 1.0):
+        super().__init__(ndim, n_classes, in_channels, channels, norm, dice_weight)
         self.net = ResidualUNet(ndim, in_channels, n_classes, channels, norm=norm)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -117,8 +152,8 @@ class PlainUNet(SegmentationModel):
         return self.net(image)
 
     def training_loss(self, image, target, generator=None):
-        ce = self._ce(self(image), pick_annotator(image, target, generator))
-        return ce, {"loss": float(ce.detach()), "ce": float(ce.detach())}
+        loss, metrics = self._loss(self(image), pick_annotator(image, target, generator))
+        return loss, {"loss": float(loss.detach()), **metrics}
 
     @property
     def distinct_samples(self) -> int | None:
@@ -138,8 +173,9 @@ class MCDropoutUNet(SegmentationModel):
     method = "mcdropout"
 
     def __init__(self, ndim: int = 3, n_classes: int = 2, in_channels: int = 1,
-                 channels: Sequence[int] = (16, 32, 64, 128), norm: str = "batch", dropout: float = 0.5):
-        super().__init__(ndim, n_classes, in_channels, channels, norm)
+                 channels: Sequence[int] = (16, 32, 64, 128), norm: str = "batch", dropout: float = 0.5,
+                 dice_weight: float = 1.0):
+        super().__init__(ndim, n_classes, in_channels, channels, norm, dice_weight)
         if not 0.0 < dropout < 1.0:
             raise ValueError("MC-dropout needs 0 < dropout < 1")
         self.config["dropout"] = float(dropout)
@@ -151,8 +187,8 @@ class MCDropoutUNet(SegmentationModel):
         return self.net.head(self.net.features(image, generator=generator))
 
     def training_loss(self, image, target, generator=None):
-        ce = self._ce(self(image, generator), pick_annotator(image, target, generator))
-        return ce, {"loss": float(ce.detach()), "ce": float(ce.detach())}
+        loss, metrics = self._loss(self(image, generator), pick_annotator(image, target, generator))
+        return loss, {"loss": float(loss.detach()), **metrics}
 
     @torch.no_grad()
     def sample_probabilities(self, image, n, generator=None, *, start=0):
@@ -171,28 +207,36 @@ class DeepEnsemble(SegmentationModel):
 
     def __init__(self, members: Sequence[PlainUNet] | None = None, *, n_members: int = 4, ndim: int = 3,
                  n_classes: int = 2, in_channels: int = 1, channels: Sequence[int] = (16, 32, 64, 128),
-                 norm: str = "batch"):
+                 norm: str = "batch", dice_weight: float | None = None):
         if members:
             first = members[0].config
             if any(m.config != first for m in members) or not all(isinstance(m, PlainUNet) for m in members):
                 raise ValueError("ensemble members must be PlainUNets with identical configurations")
             ndim, n_classes, in_channels, channels, norm = (first["ndim"], first["n_classes"], first["in_channels"],
                                                             first["channels"], first["norm"])
-        super().__init__(ndim, n_classes, in_channels, channels, norm)
-        members = list(members) if members else [PlainUNet(ndim, n_classes, in_channels, channels, norm)
+            dice_weight = first.get("dice_weight", 1.0) if dice_weight is None else dice_weight
+        dice_weight = 1.0 if dice_weight is None else float(dice_weight)
+        super().__init__(ndim, n_classes, in_channels, channels, norm, dice_weight)
+        members = list(members) if members else [PlainUNet(ndim, n_classes, in_channels, channels, norm, dice_weight)
                                                  for _ in range(n_members)]
+        for m in members:  # one loss definition for the whole ensemble
+            m.dice_weight = dice_weight
+            m.config["dice_weight"] = dice_weight
         if len(members) < 2:
             raise ValueError("an ensemble needs at least two members")
         self.members = nn.ModuleList(members)
         self.config["n_members"] = len(members)
 
     def training_loss(self, image, target, generator=None):
-        """Mean of the members' cross-entropies; with several annotators member m learns annotator m mod A."""
-        losses = [self._ce(m(image), pick_annotator(image, target, generator, index=i))
-                  for i, m in enumerate(self.members)]
-        loss = torch.stack(losses).mean()
-        metrics = {"loss": float(loss.detach()), "ce": float(loss.detach())}
-        metrics.update({f"ce_member{i}": float(v.detach()) for i, v in enumerate(losses)})
+        """Mean of the members' losses (CE + Dice term each); with several annotators member m learns annotator
+        m mod A."""
+        parts = [self._loss(m(image), pick_annotator(image, target, generator, index=i))
+                 for i, m in enumerate(self.members)]
+        loss = torch.stack([p[0] for p in parts]).mean()
+        metrics = {"loss": float(loss.detach())}
+        for key in parts[0][1]:
+            metrics[key] = float(sum(p[1][key] for p in parts) / len(parts))
+        metrics.update({f"ce_member{i}": p[1]["ce"] for i, p in enumerate(parts)})
         return loss, metrics
 
     @property
@@ -233,14 +277,15 @@ def gaussian_kl(mu_q: torch.Tensor, log_q: torch.Tensor, mu_p: torch.Tensor, log
 
 class ProbabilisticUNet(SegmentationModel):
     """Kohl et al. (NeurIPS 2018): prior net p(z|x), posterior net q(z|x, y), 6-d latent injected before the
-    final 1×1 convolutions; loss = cross-entropy (mean over voxels) + β·KL(q ‖ p), β = 5e-4 (the paper's)."""
+    final 1×1 convolutions; loss = reconstruction (cross-entropy, mean over voxels, + dice_weight · (1 − soft
+    Dice)) + β·KL(q ‖ p), β = 5e-4 (the paper's)."""
 
     method = "probunet"
 
     def __init__(self, ndim: int = 3, n_classes: int = 2, in_channels: int = 1,
                  channels: Sequence[int] = (16, 32, 64, 128), norm: str = "batch", latent_dim: int = 6,
-                 beta: float = 5e-4):
-        super().__init__(ndim, n_classes, in_channels, channels, norm)
+                 beta: float = 5e-4, dice_weight: float = 1.0):
+        super().__init__(ndim, n_classes, in_channels, channels, norm, dice_weight)
         self.config.update(latent_dim=int(latent_dim), beta=float(beta))
         self.latent_dim, self.beta = int(latent_dim), float(beta)
         self.net = ResidualUNet(ndim, in_channels, n_classes, channels, latent_channels=latent_dim, norm=norm)
@@ -254,10 +299,10 @@ class ProbabilisticUNet(SegmentationModel):
         mu_q, log_q = self.posterior(torch.cat([image, onehot], dim=1))
         mu_p, log_p = self.prior(image)
         z = mu_q + torch.exp(log_q) * _randn(tuple(mu_q.shape), generator, mu_q)
-        ce = self._ce(self.net(image, z), labels)
+        recon, metrics = self._loss(self.net(image, z), labels)
         kl = gaussian_kl(mu_q, log_q, mu_p, log_p).mean()
-        loss = ce + self.beta * kl
-        return loss, {"loss": float(loss.detach()), "ce": float(ce.detach()), "kl": float(kl.detach())}
+        loss = recon + self.beta * kl
+        return loss, {"loss": float(loss.detach()), **metrics, "kl": float(kl.detach())}
 
     @torch.no_grad()
     def sample_probabilities(self, image, n, generator=None, *, start=0):

@@ -128,6 +128,14 @@ class TemplateAugmenter:
             vols, labs = vols[idx, :, :, :, slices], labs[idx, :, :, :, slices]
         return vols, labs
 
+    def coordinates(self, batch: int) -> torch.Tensor:
+        """Random affine ∘ elastic sampling coordinates (B, ndim, *S), for datasets that warp their own arrays."""
+        return self._coords(batch)
+
+    def intensity(self, img: torch.Tensor) -> torch.Tensor:
+        """Gamma, bias field, noise and percentile normalisation of images (B, 1, *S) drawn elsewhere."""
+        return self._intensity(img)
+
     def _draw(self, template: torch.Tensor, slices: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         vols, labs = self._source(template, slices)
         coords = self._coords(len(template))
@@ -163,12 +171,24 @@ class TemplateAugmenter:
     sample = pairs
 
 
-def percentile_normalise_torch(img: torch.Tensor, n_samples: int = 65536) -> torch.Tensor:
-    """Per-sample percentile (0.5/99.5) → [0, 1] with clipping, from a fixed strided subsample (fast on GPU)."""
+def percentile_normalise_torch(img: torch.Tensor, n_samples: int = 65536, mask: torch.Tensor | None = None
+                               ) -> torch.Tensor:
+    """Per-sample percentile (0.5/99.5) → [0, 1] with clipping, from a fixed strided subsample (fast on GPU).
+
+    THE definition of the networks' input normalisation in training (2D models: each axial slice is a sample) and,
+    for 2D segmentation models, at inference too (`toporeg.segmentation.inference`, slice by slice). `mask`
+    (broadcastable to `img`): only these voxels give the percentiles (inference: the image's field of view, not
+    the network grid's padding); all voxels are mapped."""
     flat = img.flatten(1)
     step = max(flat.shape[1] // n_samples, 1)
     lo_q, hi_q = (p / 100.0 for p in INTENSITY_PERCENTILES)
-    q = torch.quantile(flat[:, ::step], torch.tensor([lo_q, hi_q], device=img.device, dtype=img.dtype), dim=1)
+    levels = torch.tensor([lo_q, hi_q], device=img.device, dtype=img.dtype)
+    if mask is None:
+        q = torch.quantile(flat[:, ::step], levels, dim=1)
+    else:
+        keep = torch.broadcast_to(mask.bool(), img.shape).flatten(1)[:, ::step]
+        q = torch.nanquantile(torch.where(keep, flat[:, ::step], torch.full_like(flat[:, ::step], float("nan"))),
+                              levels, dim=1).nan_to_num(0.0)
     view = (-1,) + (1,) * (img.dim() - 1)
     lo, hi = q[0].view(view), q[1].view(view)
     return ((img - lo) / (hi - lo).clamp_min(1e-6)).clamp(0, 1)
