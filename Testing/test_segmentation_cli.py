@@ -74,6 +74,16 @@ def blob(shape, aff) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(np.clip(np.minimum(d1, d2) * 12.0, -50, 50)))).astype(np.float32)
 
 
+def column(shape, aff) -> np.ndarray:
+    """A soft-edged vertical (S) cylinder of radius 12 mm through the middle of the field of view: every axial
+    slice meets it."""
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1).astype(float)
+    ras = ijk @ aff[:3, :3].T + aff[:3, 3]
+    centre = aff[:3, :3] @ ((np.array(shape) - 1) / 2.0) + aff[:3, 3]
+    d = np.hypot(ras[..., 0] - centre[0], ras[..., 1] - centre[1]) / 12.0 - 1.0
+    return (1.0 / (1.0 + np.exp(np.clip(d * 12.0, -50, 50)))).astype(np.float32)
+
+
 def dice(a, b) -> float:
     a, b = np.asarray(a) > 0, np.asarray(b) > 0
     return 2.0 * (a & b).sum() / (a.sum() + b.sum())
@@ -85,7 +95,10 @@ def dice(a, b) -> float:
 def test_segment_keeps_the_native_grid_of_an_oblique_lps_volume(tmp_path, spacing, model_ndim):
     shape = (30, 22, 24)
     aff = affine((0.25, -0.15, 0.3), spacing, (20.0, 18.0, -20.0))
-    path = save_volume(Volume(blob(shape, aff) * 800.0, aff), tmp_path / "t1.nii.gz")
+    obj = blob(shape, aff)
+    if model_ndim == 2:  # 2D models normalise each axial slice on its own: give every slice the same bright range
+        obj = np.maximum(obj, column(shape, aff))
+    path = save_volume(Volume(obj * 800.0, aff), tmp_path / "t1.nii.gz")
     image = load_volume(path)
     assert image.orientation_code[:2] in ("LP", "PL", "LS", "SL") or image.orientation_code != "RAS"
     card = {"input_domain": {"spacing_mm": [2.0] * model_ndim}, "labels": {"0": "background", "1": "object"}}
@@ -96,7 +109,7 @@ def test_segment_keeps_the_native_grid_of_an_oblique_lps_volume(tmp_path, spacin
     assert result.probabilities.data.shape == ref.shape + (2,)
     np.testing.assert_allclose(result.probabilities.data.sum(-1), 1.0, atol=1e-5)
     np.testing.assert_allclose(result.entropy.data, entropy(result.probabilities.data, dim=-1), atol=1e-6)
-    truth = blob(shape, aff) > 0.5
+    truth = obj > 0.5
     score = dice(result.labels.data, truth)
     assert score > (0.999 if spacing == (2.0, 2.0, 2.0) else 0.95), score
     assert all(np.array_equal(s.data, result.labels.data) for s in result.samples)  # deterministic model
@@ -285,3 +298,36 @@ def test_cli_task_mismatch_cancel_and_never_overwrites_the_input(tiny_model, t1,
     assert run_cli(victim, "--out", tmp_path, "--model", tiny_model) == 2
     assert "overwrite the input" in capsys.readouterr().err
     assert victim.read_bytes() == t1.read_bytes()
+
+
+class RecordingModel(ThresholdModel):
+    """ThresholdModel that keeps every input the network was given."""
+
+    def __init__(self, ndim: int = 2):
+        super().__init__(ndim)
+        self.inputs: list[torch.Tensor] = []
+
+    def sample_probabilities(self, image, n, generator=None, *, start=0):
+        self.inputs.append(image.clone())
+        return super().sample_probabilities(image, n, generator, start=start)
+
+
+def test_2d_models_get_each_slice_normalised_as_in_training():
+    """2D models were trained on individually percentile-normalised axial slices: at inference each slice must be
+    normalised on its own by the same function, so a slice scaled by 40 (or 0.3) gives the very same input."""
+    from toporeg.training.templates import percentile_normalise_torch
+
+    aff = np.diag([2.0, 2.0, 2.0, 1.0])  # RAS at the card's spacing: the network grid is the image grid
+    pattern = blob((32, 32, 1), aff)[..., 0] + 0.05
+    scales = [1.0, 40.0, 0.3, 5.0]
+    data = np.stack([pattern * s for s in scales], -1).astype(np.float32)
+    model = RecordingModel(2)
+    result = segment(Volume(data, aff), model, samples=1, card={"input_domain": {"spacing_mm": [2.0, 2.0]}},
+                     batch_slices=16)
+    x = torch.cat(model.inputs)  # (slices, 1, 32, 32)
+    assert x.shape == (4, 1, 32, 32)
+    want = percentile_normalise_torch(torch.as_tensor(pattern)[None, None])
+    for k in range(4):
+        torch.testing.assert_close(x[k:k + 1], want, atol=1e-5, rtol=0)
+    labels = np.asarray(result.labels.data)
+    assert all(np.array_equal(labels[..., k], labels[..., 0]) for k in range(4)) and labels.any()

@@ -55,7 +55,11 @@ def test_smoke_run_writes_weights_and_card_that_load_back(tmp_path, caches, meth
     assert {"dice", "auroc", "ece"} <= set(card["validation"]) and card["converged"].startswith("not converged")
     assert len(card["sha256"]) == 64 and card["training"]["iterations"] == 3
     if task == "ambiguous":
-        assert "ged" in card["validation"] and any("FSL" in d["licence"] for d in card["training"]["data"])
+        assert "ged" in card["validation"] and card["labels"]["1"] == "white matter"
+        assert not any("FSL" in d["licence"] for d in card["training"]["data"])  # shipped: permissive data only
+        assert any("MNI/McGill" in d["licence"] for d in card["training"]["data"])
+    assert "soft Dice" in card["training"]["loss"] and card["backbone"]["dice_weight"] == 1.0
+    assert "PER AXIAL SLICE" in card["input_domain"]["intensity"]
     if method == "ensemble":
         assert isinstance(model, DeepEnsemble) and len(model.members) == 4
         assert len(set(card["training"]["member_seeds"])) == 4
@@ -90,12 +94,13 @@ def test_shipped_configs_parse():
             cfg = common.load_config(SegTrainConfig, CONFIG_DIR / f"seg_{method}_{ndim}d.json")
             assert cfg.method == method and cfg.ndim == ndim and cfg.hold_out == "colin27"
             assert cfg.name == f"seg_tissue_{method}" + ("_3d" if ndim == 3 else "")
+            assert cfg.model["dice_weight"] == 1.0
             if ndim == 2:
                 assert cfg.time_budget_s <= 600 and cfg.device == "cpu"
 
 
 def _tiny_models(folder: Path, card_extra: dict) -> None:
-    for task, n_classes, names in (("ambiguous", 2, ["background", "hippocampus"]),):
+    for task, n_classes, names in (("ambiguous", 2, ["background", "white matter"]),):
         for method in METHODS:
             torch.manual_seed(0)
             model = build_segmentation_model(method, ndim=2, n_classes=n_classes, **TINY)

@@ -1,6 +1,6 @@
 """Simulated annotators of an ambiguous structure, drawn from a probabilistic atlas (the ambiguous task).
 
-A population probability map p (e.g. Harvard-Oxford hippocampus) says how often raters put a voxel inside the
+A probability map p (default: white matter, ICBM 2009a / a partial-volume fraction; see data_cache) says how often raters put a voxel inside the
 structure; where 0 < p < 1 the boundary is a matter of opinion. Annotator k of K thresholds p at
 t_k = lo + (hi − lo)(k + u)/K, u ~ U(0, 1) (stratified: annotator 0 is the most liberal, K−1 the most
 conservative; together they sample a uniform threshold), after adding a smooth random boundary perturbation
