@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from . import nodes
 from .runner import CliRunner, popen_launcher
@@ -89,6 +89,17 @@ class BackgroundCliLogic:
         self.runner = CliRunner(work, launcher=self.launcher, python=self.python, on_progress=on_progress,
                                 on_finished=finished)
         return self.runner.start(args)
+
+    def _start_snapshot_run(self, snapshot: Any, write_inputs: Callable[[Any, Path], Any],
+                            on_progress: Callable | None, on_done: Callable[[bool, str], None] | None,
+                            work_dir: str | Path | None) -> CliRunner:
+        """`self.validate(snapshot)` (a copy of the parameters: later GUI edits do not reach this run), then
+        `_start_run` with `self.cli_arguments(snapshot, write_inputs(snapshot, work), work / "out")` and, once the
+        CLI succeeded, `self.apply_results(snapshot, work / "out")`."""
+        self.validate(snapshot)
+        return self._start_run(
+            lambda work: self.cli_arguments(snapshot, write_inputs(snapshot, work), work / "out"),
+            lambda out: self.apply_results(snapshot, out), on_progress, on_done, work_dir)
 
     def user_names(self, text: str) -> str:
         """`text` with temporary input paths replaced by the names the user knows (for error messages)."""

@@ -62,8 +62,7 @@ def outputs_from_directory(out_dir: str | Path) -> RegistrationOutputs:
     from toporeg.io import load_volume
     from toporeg.transforms import physical_from_itk_volume
 
-    out = Path(out_dir)
-    report = json.loads((out / "report.json").read_text())
+    out, report = read_report(out_dir)
     files = report.get("files", {})
     metrics = report.get("metrics", {})
     field_volume = load_volume(out / files.get("displacement", "displacement.nii.gz"), is_label=False)
@@ -85,3 +84,9 @@ def outputs_from_directory(out_dir: str | Path) -> RegistrationOutputs:
         seconds=float(report.get("timings", {}).get("total_seconds", 0.0)),
         device=str(metrics.get("device", "cpu")), similarity_before=metrics.get("similarity_before"),
         similarity_after=metrics.get("similarity_after"), messages=list(report.get("messages", [])))
+
+
+def read_report(out_dir: str | Path) -> tuple[Path, dict[str, Any]]:
+    """(folder, its report.json) of a `toporeg <command> --out DIR` folder."""
+    out = Path(out_dir)
+    return out, json.loads((out / "report.json").read_text())

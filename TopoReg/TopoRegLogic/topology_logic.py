@@ -23,7 +23,7 @@ import numpy as np
 from . import nodes
 from . import topology_display as overlay
 from .background import BackgroundCliLogic
-from .outputs import outputs_from_directory
+from .outputs import outputs_from_directory, read_report
 from .params import DEVICES, PRESETS, RegistrationParams
 from .registration_logic import RegistrationLogic
 from .runner import CliRunner, popen_launcher
@@ -163,19 +163,14 @@ class TopologyLogic(BackgroundCliLogic):
         `on_done(ok, status)` once, after the results were added to the scene (ok) or the run failed / was
         cancelled (nothing added). Bad input raises here, before any file is written or process started.
         """
-        snapshot = as_topology_params(params)
-        self.validate(snapshot)
-        return self._start_run(
-            lambda work: self.cli_arguments(snapshot, self.write_inputs(snapshot, work), work / "out"),
-            lambda out: self.apply_results(snapshot, out), on_progress, on_done, work_dir)
+        return self._start_snapshot_run(as_topology_params(params), self.write_inputs, on_progress, on_done, work_dir)
 
     # --- results -----------------------------------------------------------------------------
     def apply_results(self, params: TopologyParameters, out_dir: str | Path) -> str:
         """Load a `toporeg topology --out DIR` folder into the scene (nodes are created only here); status line."""
         from toporeg.io import load_volume
 
-        out, fixed = Path(out_dir), params.fixedVolume
-        report = json.loads((out / "report.json").read_text())
+        (out, report), fixed = read_report(out_dir), params.fixedVolume
         files, metrics = report.get("files", {}), report.get("metrics", {})
         legend = {str(k): float(v) for k, v in metrics.get("display_legend", {}).items()}
         volumes = {role: nodes.snap_to_grid(load_volume(out / files[key], is_label=False), fixed,

@@ -16,7 +16,6 @@ A cancelled or failed run adds no node.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -28,6 +27,7 @@ from . import nodes
 from . import topology_display as overlay
 from . import uncertainty_display as segdisplay
 from .background import BackgroundCliLogic
+from .outputs import read_report
 from .params import DEVICES
 from .runner import CliRunner
 
@@ -124,19 +124,15 @@ class UncertaintyLogic(BackgroundCliLogic):
         `on_done(ok, status)` once, after the results were added to the scene (ok) or the run failed / was
         cancelled (nothing added). Bad input raises here, before any file is written or process started.
         """
-        snapshot = as_uncertainty_params(params)
-        self.validate(snapshot)
-        return self._start_run(
-            lambda work: self.cli_arguments(snapshot, self.write_input(snapshot, work), work / "out"),
-            lambda out: self.apply_results(snapshot, out), on_progress, on_done, work_dir)
+        return self._start_snapshot_run(as_uncertainty_params(params), self.write_input, on_progress, on_done,
+                                        work_dir)
 
     # --- results -----------------------------------------------------------------------------
     def apply_results(self, params: UncertaintyParameters, out_dir: str | Path) -> str:
         """Load a `toporeg segment --out DIR` folder into the scene (nodes are created only here); status line."""
         from toporeg.io import load_volume
 
-        out, source = Path(out_dir), params.inputVolume
-        report = json.loads((out / "report.json").read_text())
+        (out, report), source = read_report(out_dir), params.inputVolume
         files, metrics = report["files"], report.get("metrics", {})
         labels = {int(k): str(v) for k, v in report["model"]["labels"].items()}
 

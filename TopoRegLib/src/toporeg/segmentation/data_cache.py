@@ -39,7 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from ..training.dataset_cache import DEFAULT_CACHE, GRID_SPACING, INTENSITY_PERCENTILES, TEMPLATES, load_cache
+from ..training.dataset_cache import (DEFAULT_CACHE, GRID_SPACING, INTENSITY_PERCENTILES, TEMPLATES, load_cache,
+                                      write_npz_cache)
 
 SEG_CACHE = Path(".bench-cache") / "toporeg_segmentation_2mm.npz"
 FORMAT = "toporeg-segmentation-cache/1"
@@ -234,13 +235,7 @@ def build_seg_cache(out: str | Path = SEG_CACHE, *, template_cache: str | Path =
                       if atlas_info and ambiguous == "icbm_wm" else []),
         "builder": "toporeg.segmentation.data_cache.build_seg_cache",
     }
-    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(out)
-    return out
+    return write_npz_cache(out, arrays, meta)
 
 
 def load_seg_cache(path: str | Path = SEG_CACHE) -> dict[str, Any]:

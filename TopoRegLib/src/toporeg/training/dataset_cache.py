@@ -105,7 +105,13 @@ def build_cache(out: str | Path = DEFAULT_CACHE, *, shape=GRID_SHAPE, spacing: f
                    "AAL: as distributed in Debian mricron-data)",
         "builder": "toporeg.training.dataset_cache.build_cache",
     }
-    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    return write_npz_cache(out, arrays, meta)
+
+
+def write_npz_cache(out: str | Path, arrays: dict[str, np.ndarray], meta: dict) -> Path:
+    """Write `arrays` plus `meta` (JSON, as the uint8 array "meta") to the compressed .npz `out`, atomically
+    (a temporary file next to it, then renamed); the folder is created. Returns the path."""
+    arrays = {**arrays, "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp.npz")

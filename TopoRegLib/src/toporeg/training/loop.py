@@ -4,6 +4,7 @@ checkpoints, resume, and the common command-line flags."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,3 +104,38 @@ def resume_from(path: Path, model, optimizer, restore: Callable[[dict[str, torch
     meta, extra = load_checkpoint(path, model, optimizer)
     restore(extra)
     return int(meta["step"]), float(meta.get("elapsed_s", 0.0))
+
+
+def resume_with_data_rng(resume: bool, path: Path, model, optimizer, data_rng, logs: list[common.CsvLog]
+                         ) -> tuple[int, float]:
+    """Start at step 0, or (`resume`) from the checkpoint `path` when present, restoring the torch RNG and the data
+    source's RNG (`data_rng`, saved as "rng.data" by `save_with_data_rng`); drop the log rows the run will redo.
+    Returns (step, elapsed seconds before)."""
+    def restore(extra: dict[str, torch.Tensor]) -> None:
+        data_rng.set_state(extra["rng.data"])
+        torch.set_rng_state(extra["rng.torch"])
+
+    step0, elapsed_before = resume_from(path, model, optimizer, restore) if resume else (0, 0.0)
+    for log in logs:
+        log.truncate_after(step0)
+    return step0, elapsed_before
+
+
+def save_with_data_rng(path: Path, model, optimizer, data_rng, cfg: Any, step: int, elapsed: float) -> None:
+    """Checkpoint model, optimizer, the torch and data RNG states, step, elapsed seconds and the config."""
+    from ..models.weights import save_checkpoint
+    save_checkpoint(path, model, optimizer, tensors={"rng.torch": torch.get_rng_state(), "rng.data": data_rng.state()},
+                    meta={"step": step, "elapsed_s": elapsed, "config": dataclasses.asdict(cfg)})
+
+
+def write_report(out: Path, task: str, cfg: Any, *, steps: int, stopped_by: str, dev: torch.device,
+                 validation: dict[str, float], conv: dict[str, Any], weights: Path, card: Path, png: bool,
+                 budget: common.Budget, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The trainers' report.json (`extra` keys go after "card"); returns the report."""
+    report = {"task": task, "name": cfg.name, "out": str(out), "steps": steps, "stopped_by": stopped_by,
+              "device": common.device_description(dev), "validation": validation, "converged": conv["statement"],
+              "weights": weights.name, "card": card.name, **(extra or {}), "loss_curve_png": png,
+              "versions": common.versions(), "settings": dataclasses.asdict(cfg),
+              "timings": {"total_seconds": round(budget.elapsed(), 3)}}
+    common.write_json(out / "report.json", report)
+    return report

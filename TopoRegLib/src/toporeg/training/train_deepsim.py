@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from ..models.deepsim import DeepSimExtractor
-from ..models.weights import load_checkpoint, save_checkpoint, save_model
+from ..models.weights import load_checkpoint, save_model
 from . import common
 from .dataset_cache import DEFAULT_CACHE, GRID_ORIGIN, GRID_SPACING, INTENSITY_PERCENTILES, TISSUE_LABELS
-from .loop import common_arguments, overrides
+from .loop import common_arguments, overrides, save_with_data_rng, write_report
 from .templates import TemplateAugmenter
 
 
@@ -94,10 +94,7 @@ def train(cfg: DeepSimTrainConfig, out_dir: str | Path, *, resume: bool = False)
     use_amp = bool(cfg.amp and dev.type == "cuda")
 
     def checkpoint() -> None:
-        save_checkpoint(ckpt_path, model, optimizer, tensors={"rng.torch": torch.get_rng_state(),
-                                                              "rng.data": data.rng.state()},
-                        meta={"step": step, "elapsed_s": elapsed_before + budget.elapsed(),
-                              "config": dataclasses.asdict(cfg)})
+        save_with_data_rng(ckpt_path, model, optimizer, data.rng, cfg, step, elapsed_before + budget.elapsed())
 
     model.train()
     acc, n_acc, val_seconds, step_seconds, stopped_by, lr = 0.0, 0, 0.0, 0.0, "steps", cfg.lr
@@ -164,13 +161,8 @@ def train(cfg: DeepSimTrainConfig, out_dir: str | Path, *, resume: bool = False)
     weights, card_path = save_model(model, out / f"{cfg.name}.safetensors", card)
     png = cfg.plot and common.plot_curves(out / "train_log.csv", out / "loss_curve.png", ["loss"],
                                           out / "val_log.csv", ["dice"] if cfg.kind == "seg" else ["loss"])
-    report = {"task": "train deepsim", "name": cfg.name, "out": str(out), "steps": step, "stopped_by": stopped_by,
-              "device": common.device_description(dev), "validation": final, "converged": conv["statement"],
-              "weights": weights.name, "card": card_path.name, "loss_curve_png": png,
-              "versions": common.versions(), "settings": dataclasses.asdict(cfg),
-              "timings": {"total_seconds": round(budget.elapsed(), 3)}}
-    common.write_json(out / "report.json", report)
-    return report
+    return write_report(out, "train deepsim", cfg, steps=step, stopped_by=stopped_by, dev=dev, validation=final,
+                        conv=conv, weights=weights, card=card_path, png=png, budget=budget)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,7 +28,7 @@ from ..models.weights import load_checkpoint, save_checkpoint, save_model
 from ..transforms.jacobian import folding_fraction, jacobian_determinant
 from ..transforms.sampling import warp_labels
 from . import common
-from .loop import common_arguments, overrides
+from .loop import common_arguments, overrides, write_report
 from .dataset_cache import DEFAULT_CACHE, GRID_ORIGIN, GRID_SHAPE, GRID_SPACING, INTENSITY_PERCENTILES
 from .synth import SynthMorphPairs
 from .templates import TemplateAugmenter
@@ -227,14 +227,9 @@ def train(cfg: RegistrationTrainConfig, out_dir: str | Path, *, resume: bool = F
     weights, card_path = save_model(model, out / f"{cfg.name}.safetensors", card)
     png = cfg.plot and common.plot_curves(out / "train_log.csv", out / "loss_curve.png", ["total", "image", "kl"],
                                           out / "val_log.csv", [k for k in val_fields if k.endswith("dice")])
-    report = {"task": "train registration", "name": cfg.name, "out": str(out), "steps": step,
-              "stopped_by": stopped_by, "device": common.device_description(dev), "validation": final,
-              "converged": conv["statement"], "weights": weights.name, "card": card_path.name,
-              "files": sorted(p.name for p in out.iterdir() if not p.name.startswith(".")), "loss_curve_png": png,
-              "versions": common.versions(), "settings": dataclasses.asdict(cfg),
-              "timings": {"total_seconds": round(budget.elapsed(), 3)}}
-    common.write_json(out / "report.json", report)
-    return report
+    return write_report(out, "train registration", cfg, steps=step, stopped_by=stopped_by, dev=dev, validation=final,
+                        conv=conv, weights=weights, card=card_path, png=png, budget=budget,
+                        extra={"files": sorted(p.name for p in out.iterdir() if not p.name.startswith("."))})
 
 
 def _card(cfg, data: Data, step: int, seconds: float, dev, final: dict, conv: dict) -> dict[str, Any]:

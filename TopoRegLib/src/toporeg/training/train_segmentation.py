@@ -15,7 +15,6 @@ NAME.safetensors + NAME.json card, report.json).
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,14 +22,14 @@ from typing import Any
 
 import torch
 
-from ..models.weights import save_checkpoint, save_model
+from ..models.weights import save_model
 from ..segmentation.data import SegmentationData
 from ..segmentation.data_cache import SEG_CACHE
 from ..segmentation.models import METHODS, DeepEnsemble, PlainUNet, SegmentationModel, build_segmentation_model
 from ..segmentation.scoring import ScoreAccumulator, majority
 from . import common
 from .dataset_cache import DEFAULT_CACHE
-from .loop import common_arguments, overrides, resume_from, run_loop
+from .loop import common_arguments, overrides, resume_with_data_rng, run_loop, save_with_data_rng, write_report
 from .segmentation_card import model_card
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -144,14 +143,7 @@ def train(cfg: SegTrainConfig, out_dir: str | Path, *, resume: bool = False) -> 
     val_fields += ["ged", "diversity"] if cfg.task == "ambiguous" else []
     val_log = common.CsvLog(out / "val_log.csv", ["step", "elapsed_s", *val_fields])
     ckpt_path = out / "checkpoint.safetensors"
-
-    def restore(extra: dict[str, torch.Tensor]) -> None:
-        data.rng.set_state(extra["rng.data"])
-        torch.set_rng_state(extra["rng.torch"])
-
-    step0, elapsed_before = resume_from(ckpt_path, model, optimizer, restore) if resume else (0, 0.0)
-    log.truncate_after(step0)
-    val_log.truncate_after(step0)
+    step0, elapsed_before = resume_with_data_rng(resume, ckpt_path, model, optimizer, data.rng, [log, val_log])
     use_amp = bool(cfg.amp and dev.type == "cuda")
 
     def train_step(step: int) -> dict[str, torch.Tensor]:
@@ -167,9 +159,7 @@ def train(cfg: SegTrainConfig, out_dir: str | Path, *, resume: bool = False) -> 
         return metrics
 
     def checkpoint(step: int, elapsed: float) -> None:
-        save_checkpoint(ckpt_path, model, optimizer, tensors={"rng.torch": torch.get_rng_state(),
-                                                              "rng.data": data.rng.state()},
-                        meta={"step": step, "elapsed_s": elapsed, "config": dataclasses.asdict(cfg)})
+        save_with_data_rng(ckpt_path, model, optimizer, data.rng, cfg, step, elapsed)
 
     def run_validation() -> dict[str, float]:
         result = validate(model, val_batches, data.n_classes, cfg.val_samples, cfg.seed + 7, data.labels)
@@ -189,13 +179,8 @@ def train(cfg: SegTrainConfig, out_dir: str | Path, *, resume: bool = False) -> 
     weights, card_path = save_model(model, out / f"{cfg.name}.safetensors", card)
     png = cfg.plot and common.plot_curves(out / "train_log.csv", out / "loss_curve.png", ["loss", "ce"],
                                           out / "val_log.csv", ["dice", "auroc", "ece"])
-    report = {"task": "train segmentation", "name": cfg.name, "out": str(out), "steps": result.step,
-              "stopped_by": result.stopped_by, "device": common.device_description(dev), "validation": result.final,
-              "converged": conv["statement"], "weights": weights.name, "card": card_path.name, "loss_curve_png": png,
-              "versions": common.versions(), "settings": dataclasses.asdict(cfg),
-              "timings": {"total_seconds": round(budget.elapsed(), 3)}}
-    common.write_json(out / "report.json", report)
-    return report
+    return write_report(out, "train segmentation", cfg, steps=result.step, stopped_by=result.stopped_by, dev=dev,
+                        validation=result.final, conv=conv, weights=weights, card=card_path, png=png, budget=budget)
 
 
 def default_config(method: str, ndim: int) -> Path:

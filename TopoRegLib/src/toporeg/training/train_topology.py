@@ -19,11 +19,11 @@ from typing import Any
 
 import torch
 
-from ..models.weights import load_model, save_checkpoint, save_model
+from ..models.weights import load_model, save_model
 from ..topology.cvae import TopologyCVAE
 from . import common
 from .dataset_cache import DEFAULT_CACHE, GRID_ORIGIN, GRID_SPACING, INTENSITY_PERCENTILES
-from .loop import common_arguments, overrides, resume_from, run_loop
+from .loop import common_arguments, overrides, resume_with_data_rng, run_loop, save_with_data_rng, write_report
 from .templates import TemplateAugmenter
 
 
@@ -118,14 +118,7 @@ def train(cfg: TopologyTrainConfig, out_dir: str | Path, *, resume: bool = False
                                                 "beta"])
     val_log = common.CsvLog(out / "val_log.csv", ["step", "elapsed_s", "neg_elbo", "lesion_auc"])
     ckpt_path = out / "checkpoint.safetensors"
-
-    def restore(extra: dict[str, torch.Tensor]) -> None:
-        data.rng.set_state(extra["rng.data"])
-        torch.set_rng_state(extra["rng.torch"])
-
-    step0, elapsed_before = resume_from(ckpt_path, model, optimizer, restore) if resume else (0, 0.0)
-    log.truncate_after(step0)
-    val_log.truncate_after(step0)
+    step0, elapsed_before = resume_with_data_rng(resume, ckpt_path, model, optimizer, data.rng, [log, val_log])
     features = model.feature_map()
 
     def train_step(_step: int) -> dict[str, torch.Tensor]:
@@ -139,9 +132,7 @@ def train(cfg: TopologyTrainConfig, out_dir: str | Path, *, resume: bool = False
         return {k: v.detach() for k, v in loss.items()}
 
     def checkpoint(step: int, elapsed: float) -> None:
-        save_checkpoint(ckpt_path, model, optimizer, tensors={"rng.torch": torch.get_rng_state(),
-                                                              "rng.data": data.rng.state()},
-                        meta={"step": step, "elapsed_s": elapsed, "config": dataclasses.asdict(cfg)})
+        save_with_data_rng(ckpt_path, model, optimizer, data.rng, cfg, step, elapsed)
 
     model.train()
     result = run_loop(cfg, budget, optimizer, train_step=train_step, validate=lambda: validate(model, healthy, lesions),
@@ -157,13 +148,8 @@ def train(cfg: TopologyTrainConfig, out_dir: str | Path, *, resume: bool = False
     png = cfg.plot and common.plot_curves(out / "train_log.csv", out / "loss_curve.png", ["total", "reconstruction",
                                                                                           "kl"],
                                           out / "val_log.csv", ["lesion_auc"] if lesions else ["neg_elbo"])
-    report = {"task": "train topology", "name": cfg.name, "out": str(out), "steps": result.step,
-              "stopped_by": result.stopped_by, "device": common.device_description(dev), "validation": result.final,
-              "converged": conv["statement"], "weights": weights.name, "card": card_path.name, "loss_curve_png": png,
-              "versions": common.versions(), "settings": dataclasses.asdict(cfg),
-              "timings": {"total_seconds": round(budget.elapsed(), 3)}}
-    common.write_json(out / "report.json", report)
-    return report
+    return write_report(out, "train topology", cfg, steps=result.step, stopped_by=result.stopped_by, dev=dev,
+                        validation=result.final, conv=conv, weights=weights, card=card_path, png=png, budget=budget)
 
 
 def _card(cfg: TopologyTrainConfig, model: TopologyCVAE, data: TemplateAugmenter, result, dev, conv) -> dict:
