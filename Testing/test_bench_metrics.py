@@ -187,8 +187,8 @@ def test_run_benchmark_writes_outputs(tmp_path):
     by = {r["method"]: r for r in rows}
     assert by["truth"]["p95_error_mm"] == pytest.approx(0.0, abs=1e-4) and by["truth"]["folding_percent"] == 0.0
     assert by["truth"]["dice"] > by["identity"]["dice"] and "error" in by["broken"]
-    doc = json.loads((tmp_path / JSON_NAME).read_text())
+    doc = json.loads((tmp_path / JSON_NAME).read_text(encoding="utf-8"))
     assert doc["machine"]["cores"] >= 1 and len(doc["results"]) == 3 and doc["commit"]
-    md = (tmp_path / MD_NAME).read_text()
+    md = (tmp_path / MD_NAME).read_text(encoding="utf-8")
     assert "| truth | " in md and "reproduce" in md and (tmp_path / PNG_NAME).stat().st_size > 1000
     assert main(["--out", str(tmp_path), "--cases", "nope"]) == 2

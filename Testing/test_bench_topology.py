@@ -65,8 +65,8 @@ def test_quick_run_writes_every_method_and_valid_aucs(tmp_path):
     rc = bench.main(["--quick", "--out", str(out), "--cache", str(_cache(tmp_path)), "--deepsim-model", str(deepsim),
                      "--model", str(model), "--seed", "1", "--subjects", "1"])
     assert rc == 0
-    doc = json.loads((out / bench.JSON_NAME).read_text())
-    md = (out / bench.MD_NAME).read_text()
+    doc = json.loads((out / bench.JSON_NAME).read_text(encoding="utf-8"))
+    md = (out / bench.MD_NAME).read_text(encoding="utf-8")
     expected = {bench.REFERENCE, "TopoReg optimize-semantic", "TopoReg learned tiny_topology", *bench.BASELINES}
     assert {s["name"] for s in doc["sets"]} == {"brain_2d", "cells_2d", "outlier_2d"}
     for s in doc["sets"]:

@@ -63,7 +63,7 @@ def test_register_writes_every_output_on_the_fixed_grid(pair, tmp_path):
     u = physical_from_itk_volume(load_volume(out / "displacement.nii.gz"))
     centre = u[8:16, 8:18, 8:14]
     assert abs(np.median(centre[..., 0]) - 2.0) < 0.6         # content moved +1 voxel = +2 mm along R
-    report = json.loads((out / "report.json").read_text())
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert report["timings"]["total_seconds"] > 0 and "folding_percent" in report["metrics"]
     assert report["versions"]["toporeg"]
 
@@ -82,7 +82,7 @@ def test_json_progress_lines_for_gui_front_ends(pair, tmp_path):
 def test_cancel_file_stops_without_partial_outputs(pair, tmp_path):
     fixed, moving, _ = pair
     cancel = tmp_path / "cancel"
-    cancel.write_text("")
+    cancel.write_text("", encoding="utf-8")
     out = tmp_path / "out"
     assert main(["register", str(fixed), str(moving), "--out", str(out), "--cancel-file", str(cancel), *FAST]) == 130
     assert not out.exists()
@@ -120,7 +120,7 @@ def test_learned_method_runs_a_saved_model_and_writes_uncertainty(pair, tmp_path
     out = tmp_path / "learned"
     assert main(["register", str(fixed), str(moving), "--out", str(out), "--method", "learned",
                  "--model", str(weights), *FAST]) == 0
-    report = json.loads((out / "report.json").read_text())
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert report["method"] == "learned"
     unc = load_volume(out / "uncertainty.nii.gz")
     assert unc.grid_shape == load_volume(fixed).grid_shape and np.all(np.isfinite(unc.data))
@@ -129,7 +129,7 @@ def test_learned_method_runs_a_saved_model_and_writes_uncertainty(pair, tmp_path
 def test_demo_on_bundled_sample_data_improves_overlap(tmp_path):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--preset", "fast", "--progress", "none", "--device", "cpu"]) == 0
-    metrics = json.loads((out / "report.json").read_text())["metrics"]
+    metrics = json.loads((out / "report.json").read_text(encoding="utf-8"))["metrics"]
     assert metrics["brain_mask_dice_after"] > metrics["brain_mask_dice_before"] + 0.01
     assert metrics["folding_percent"] < 0.05
     assert (out / "registration" / "warped_labels.nii.gz").exists()

@@ -208,7 +208,7 @@ def test_weights_round_trip_card_and_tamper_refusal(tmp_path):
     weights.write_bytes(bytes(raw))
     with pytest.raises(InputError, match="sha256"):
         load_model(weights)
-    (tmp_path / "x.json").write_text(json.dumps({"weights": "missing.safetensors", "sha256": "0"}))
+    (tmp_path / "x.json").write_text(json.dumps({"weights": "missing.safetensors", "sha256": "0"}), encoding="utf-8")
     with pytest.raises(InputError, match="missing"):
         load_model(tmp_path / "x.json")
 

@@ -228,7 +228,7 @@ def test_cli_writes_outputs_on_the_native_grid_and_a_report(tiny_model, t1, tmp_
         img = nib.load(str(out / name))
         assert img.shape[:3] == ref.shape and np.allclose(img.affine, ref.affine, atol=1e-5), name
     assert nib.load(str(out / "probabilities.nii.gz")).get_fdata().squeeze().shape == ref.shape + (4,)
-    report = json.loads((out / "report.json").read_text())
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert report["command"] == "segment" and report["timings"]["total_seconds"] > 0
     assert {"toporeg", "torch"} <= set(report["versions"]) and report["settings"]["samples"] == 4
     assert report["task"] == "tissue" and report["method"] == "unet" and report["model"]["name"] == "tiny_seg"

@@ -34,7 +34,7 @@ def _config(tmp_path: Path, caches: dict, **kw) -> Path:
            "log_every": 1, "checkpoint_every": 2, "device": "cpu", "schedule_by_time": False, "warmup_steps": 0,
            "plot": False, "cache": str(caches["template"]), "seg_cache": str(caches["seg"]), **kw}
     path = tmp_path / "cfg.json"
-    path.write_text(json.dumps(cfg))
+    path.write_text(json.dumps(cfg), encoding="utf-8")
     return path
 
 
@@ -117,8 +117,8 @@ def test_bench_fast_on_tiny_untrained_models(tmp_path, caches):
     assert cli(["bench", "uncertainty", "--fast", "--samples", "2", "--models", str(models), "--tasks",
                 "ambiguous,brain", "--out", str(out), "--cache", str(caches["template"]),
                 "--seg-cache", str(caches["seg"])]) == 0  # no brain models: that task reports them missing
-    md = (out / "uncertainty.md").read_text()
-    doc = json.loads((out / "uncertainty.json").read_text())
+    md = (out / "uncertainty.md").read_text(encoding="utf-8")
+    doc = json.loads((out / "uncertainty.json").read_text(encoding="utf-8"))
     assert (out / "uncertainty.png").stat().st_size > 10_000
     for heading in ("## ambiguous", "## brain", "## Targets (issue #6)", "reproduce: `toporeg bench uncertainty"):
         assert heading in md

@@ -83,7 +83,7 @@ def test_topology_writes_every_output_on_the_fixed_grid(pair3d, tmp_path):
     assert np.median(heat[cavity]) > np.percentile(heat[~cavity], 95)  # the cavity, found on the fixed grid
     disp = load_volume(out / "registration" / "displacement.nii.gz")
     assert disp.grid_shape == load_volume(fixed).grid_shape
-    report = json.loads((out / "report.json").read_text())
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert report["timings"]["total_seconds"] > 0
     legend = report["metrics"]["display_legend"]
     assert set(legend) == {"0", "0.25", "0.5", "0.75", "1"} and legend["0"] < legend["0.5"] < legend["1"]
@@ -109,7 +109,7 @@ def test_topology_with_controls_writes_the_outlier_map(pair2d, tmp_path):
     values = np.asarray(q.data).reshape(ref.grid_shape)
     assert np.all(np.isfinite(values))
     assert np.median(values[cavity]) > np.percentile(values[~cavity], 95)
-    report = json.loads((out / "report.json").read_text())
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert len(report["controls"]) == 2 and "outlier_nats" in report["metrics"]
     assert report["files"]["outlier"] == "outlier.nii.gz"
 
@@ -117,7 +117,7 @@ def test_topology_with_controls_writes_the_outlier_map(pair2d, tmp_path):
 def test_topology_cancel_file_leaves_no_outputs(pair2d, tmp_path):
     fixed, moving, _ = pair2d
     cancel = tmp_path / "cancel"
-    cancel.write_text("")
+    cancel.write_text("", encoding="utf-8")
     out = tmp_path / "topo"
     assert main(["topology", str(fixed), str(moving), "--out", str(out), "--cancel-file", str(cancel), *FAST]) == 130
     assert not out.exists() or not any(out.iterdir())
@@ -150,7 +150,7 @@ def test_register_topology_aware_writes_weights(pair2d, tmp_path):
     values = np.asarray(w.data).reshape(ref.grid_shape)
     assert values.min() >= 0.0 and values.max() <= 1.0
     assert values[cavity].mean() < np.median(values[~cavity]) - 0.3  # the cavity is down-weighted
-    report = json.loads((out / "report.json").read_text())
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert report["files"]["topology_weights"] == "topology_weights.nii.gz" and "display_legend" in report["topology"]
     assert (out / "warped.nii.gz").exists() and (out / "heatmap.nii.gz").exists()
 
@@ -184,7 +184,7 @@ def train_config(tmp_path: Path, **kw) -> Path:
            "checkpoint_every": 0, "device": "cpu", "cache": str(tiny_cache(tmp_path / "cache.npz")), "plot": False,
            **kw}
     path = tmp_path / "tiny.json"
-    path.write_text(json.dumps(cfg))
+    path.write_text(json.dumps(cfg), encoding="utf-8")
     return path
 
 
@@ -194,7 +194,7 @@ def test_train_topology_writes_weights_and_card(tmp_path):
     cfg = train_config(tmp_path, val_every=2, val_lesions=1)
     out = tmp_path / "run"
     assert main(["train", "topology", "--config", str(cfg), "--out", str(out)]) == 0
-    card = json.loads((out / "tiny_topo.json").read_text())
+    card = json.loads((out / "tiny_topo.json").read_text(encoding="utf-8"))
     assert card["sha256"] == sha256_file(out / "tiny_topo.safetensors")
     assert card["task"] == "topology" and card["training"]["iterations"] == 4
     assert math.isfinite(card["prior"]["alpha"]) and math.isfinite(card["prior"]["beta"])
@@ -204,9 +204,9 @@ def test_train_topology_writes_weights_and_card(tmp_path):
     fixed = torch.rand(1, 1, 20, 18)
     fit = model.fit_pair(fixed, fixed.clone())
     assert torch.all(torch.isfinite(fit.score))
-    rows = (out / "train_log.csv").read_text().splitlines()
+    rows = (out / "train_log.csv").read_text(encoding="utf-8").splitlines()
     assert rows[0].startswith("step,") and len(rows) == 5
-    report = json.loads((out / "report.json").read_text())
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert report["steps"] == 4 and report["timings"]["total_seconds"] > 0
 
 
@@ -220,7 +220,7 @@ def test_train_topology_resume_continues_from_the_checkpoint(tmp_path):
     a, _ = load_model(tmp_path / "full" / "tiny_topo.safetensors")
     b, card = load_model(tmp_path / "part" / "tiny_topo.safetensors")
     assert card["training"]["iterations"] == 4
-    rows = (tmp_path / "part" / "train_log.csv").read_text().splitlines()
+    rows = (tmp_path / "part" / "train_log.csv").read_text(encoding="utf-8").splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4"]
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(x, y), name

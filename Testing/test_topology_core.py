@@ -397,7 +397,7 @@ def test_cvae_weights_round_trip_and_tamper_refusal(tmp_path):
     fixed, moving = healthy_batch((20, 18), n=1)
     expected = model.fit_pair(fixed, moving)
     weights, card = save_model(model, tmp_path / "topo_tiny", {"task": "topology"})
-    assert json.loads(card.read_text())["sha256"]
+    assert json.loads(card.read_text(encoding="utf-8"))["sha256"]
     loaded, card_data = load_model(weights)
     assert isinstance(loaded, TopologyCVAE) and card_data["architecture"] == "TopologyCVAE"
     again = loaded.fit_pair(fixed, moving)

@@ -72,7 +72,7 @@ def _config(tmp_path, cache, **kw) -> Path:
            "val_every": 2, "val_pairs": 1, "log_every": 1, "checkpoint_every": 2, "device": "cpu",
            "cache": str(cache), "data": {"synthetic": 0.5, "templates": 0.5}, **kw}
     path = tmp_path / f"{cfg['name']}.json"
-    path.write_text(json.dumps(cfg))
+    path.write_text(json.dumps(cfg), encoding="utf-8")
     return path
 
 
@@ -87,9 +87,9 @@ def test_train_registration_end_to_end(tmp_path, cache):
     assert card["training"]["iterations"] == 3 and 0.0 <= card["validation"]["dice"] <= 1.0
     assert "synthetic_folding_percent" in card["validation"] and card["converged"].startswith("not converged")
     assert card["input_domain"]["spacing_mm"] == [2.0, 2.0] and card["input_domain"]["skull"] == "stripped"
-    rows = (out / "train_log.csv").read_text().splitlines()
+    rows = (out / "train_log.csv").read_text(encoding="utf-8").splitlines()
     assert rows[0].startswith("step,") and len(rows) == 4
-    assert json.loads((out / "report.json").read_text())["timings"]["total_seconds"] > 0
+    assert json.loads((out / "report.json").read_text(encoding="utf-8"))["timings"]["total_seconds"] > 0
 
 
 def test_resume_reproduces_an_uninterrupted_run(tmp_path, cache):
@@ -110,7 +110,7 @@ def test_time_budget_stops_gracefully(tmp_path, cache):
     from toporeg.training.train_registration import main
     cfg = _config(tmp_path, cache, data={"synthetic": 1.0}, shape=[32, 32], steps=100000, val_every=0, plot=False)
     assert main(["--config", str(cfg), "--out", str(tmp_path / "b"), "--time-budget", "4"]) == 0
-    report = json.loads((tmp_path / "b" / "report.json").read_text())
+    report = json.loads((tmp_path / "b" / "report.json").read_text(encoding="utf-8"))
     assert report["stopped_by"] == "time budget" and 0 < report["steps"] < 100000
     assert (tmp_path / "b" / "tiny.safetensors").exists()
 
@@ -119,7 +119,7 @@ def test_train_deepsim_end_to_end(tmp_path, cache):
     from toporeg.training.train_deepsim import main
     cfg = tmp_path / "ds.json"
     cfg.write_text(json.dumps({"ndim": 2, "channels": [4, 8, 8], "steps": 2, "val_every": 1, "val_images": 1,
-                               "log_every": 1, "device": "cpu", "cache": str(cache), "plot": False}))
+                               "log_every": 1, "device": "cpu", "cache": str(cache), "plot": False}), encoding="utf-8")
     assert main(["--config", str(cfg), "--out", str(tmp_path / "ds"), "--name", "ds"]) == 0
     model, card = load_model(tmp_path / "ds" / "ds.safetensors")
     assert card["architecture"] == "DeepSimExtractor" and card["labels"]["2"] == "GM"

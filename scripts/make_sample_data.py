@@ -114,7 +114,7 @@ def pkg_version(name: str) -> str:
 
 def read_aal_names(txt: Path) -> dict[int, str]:
     names = {0: "background"}
-    for line in txt.read_text().splitlines():
+    for line in txt.read_text(encoding="utf-8").splitlines():
         parts = line.split()
         if len(parts) >= 2 and parts[0].isdigit():
             names[int(parts[0])] = parts[1]
@@ -320,7 +320,7 @@ your distribution.
 def write_license(out: Path, entries: list[dict], nilearn_version: str) -> None:
     rows = "\n".join(f"| `{e['name']}` | {e['source']} | `{e['original']}` | {e['processing']} |"
                      for e in entries)
-    text = MRICRON_COPYRIGHT.read_text() if MRICRON_COPYRIGHT.exists() else ""
+    text = MRICRON_COPYRIGHT.read_text(encoding="utf-8") if MRICRON_COPYRIGHT.exists() else ""
     bsd = ""
     if "License: BSD-3-clause\n  Redistribution" in text:
         block = text.split("License: BSD-3-clause\n  Redistribution", 1)[1]
@@ -329,7 +329,7 @@ def write_license(out: Path, entries: list[dict], nilearn_version: str) -> None:
         bsd = bsd.replace("\n.\n", "\n\n").strip()
     (out / "LICENSE.md").write_text(LICENSE_TEMPLATE.format(
         table=rows, nilearn=f"nilearn {nilearn_version}", mni=MNI_NOTICE,
-        mricron=pkg_version("mricron-data"), bsd=bsd or "(see /usr/share/doc/mricron-data/copyright)"))
+        mricron=pkg_version("mricron-data"), bsd=bsd or "(see /usr/share/doc/mricron-data/copyright)"), encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -344,10 +344,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         import tempfile  # noqa: PLC0415
 
-        ref = json.loads((out / "manifest.json").read_text())
+        ref = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
         with tempfile.TemporaryDirectory() as tmp:
             main(["--out", tmp] + (["--no-aal"] if args.no_aal else []))
-            new = json.loads((Path(tmp) / "manifest.json").read_text())
+            new = json.loads((Path(tmp) / "manifest.json").read_text(encoding="utf-8"))
         old = {f["name"]: f["sha256"] for f in ref["files"]}
         diff = [f["name"] for f in new["files"] if old.get(f["name"]) != f["sha256"]]
         print("identical" if not diff else f"differ: {diff}")
@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(manifest, indent=2)
     # keep short numeric lists (shape, spacing) on one line
     text = re.sub(r"\[\s+([-0-9.,\s]+?)\s+\]", lambda m: "[" + ", ".join(m.group(1).split()).replace(",,", ",") + "]", text)
-    (out / "manifest.json").write_text(text + "\n")
+    (out / "manifest.json").write_text(text + "\n", encoding="utf-8")
     write_license(out, entries, nilearn.__version__)
     total = 0
     for e in entries:

@@ -39,7 +39,7 @@ def read_pairs(pairs_csv=None, folder=None):
     """[(case name, fixed path, moving path)] from a CSV file or a folder of case sub-folders."""
     pairs = []
     if pairs_csv:
-        with open(pairs_csv, newline="") as handle:
+        with open(pairs_csv, newline="", encoding="utf-8") as handle:
             for row in csv.reader(handle):
                 if len(row) >= 2 and row[0].strip().lower() != "fixed":
                     fixed, moving = row[0].strip(), row[1].strip()
@@ -90,7 +90,7 @@ def run_batch(pairs, out_dir, *, preset="default", transform="svf", settings=Non
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
-    with open(out_dir / "summary.csv", "w", newline="") as handle:
+    with open(out_dir / "summary.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["case", "status", "seconds", "folding_percent"])
         for case, fixed, moving in pairs:

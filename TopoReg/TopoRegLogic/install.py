@@ -132,7 +132,7 @@ def ensure_dependencies(ask: Callable[[str], bool], *, pip_install: Callable[[li
         return False
     with tempfile.TemporaryDirectory(prefix="TopoReg-pip-") as tmp:
         constraints = Path(tmp) / "constraints.txt"
-        constraints.write_text(constraints_text(installed_versions(PROTECTED, version)))
+        constraints.write_text(constraints_text(installed_versions(PROTECTED, version)), encoding="utf-8")
         for args in pip_plan(report, constraints, bundled_toporeg):
             pip_install(args)
     importlib.invalidate_caches()

@@ -89,4 +89,4 @@ def outputs_from_directory(out_dir: str | Path) -> RegistrationOutputs:
 def read_report(out_dir: str | Path) -> tuple[Path, dict[str, Any]]:
     """(folder, its report.json) of a `toporeg <command> --out DIR` folder."""
     out = Path(out_dir)
-    return out, json.loads((out / "report.json").read_text())
+    return out, json.loads((out / "report.json").read_text(encoding="utf-8"))

@@ -217,10 +217,11 @@ class TopologyLogic(BackgroundCliLogic):
         reg_dir = out / "registration"
         reg_files = {k.split("/", 1)[1]: v.split("/", 1)[1] for k, v in report.get("files", {}).items()
                      if k.startswith("registration/")}
-        (reg_dir / "report.json").write_text(json.dumps({
+        reg_report = {
             "files": reg_files, "metrics": report.get("metrics", {}).get("registration", {}),
             "registration_settings": {"transform": preset(params.preset).transform},
-            "timings": {"total_seconds": report.get("timings", {}).get("topology.registration_seconds", 0.0)}}))
+            "timings": {"total_seconds": report.get("timings", {}).get("topology.registration_seconds", 0.0)}}
+        (reg_dir / "report.json").write_text(json.dumps(reg_report), encoding="utf-8")
         fixed, moving = params.fixedVolume, params.movingVolume
         transform = heatmap.GetNodeReference(REFERENCES["transform"])
         warped = heatmap.GetNodeReference(REFERENCES["warped"])

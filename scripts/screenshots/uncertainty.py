@@ -67,11 +67,11 @@ def run_uncertainty_panel(workdir: Path, reuse: bool) -> dict:
     status = run_panel(logic, params, run_dir, reuse, "segmentation")
     log(f"status: {status}")
     seg, entropy = logic.last["segmentation"], logic.last["entropy"]
-    report = json.loads((run_dir / "out" / "report.json").read_text())
+    report = json.loads((run_dir / "out" / "report.json").read_text(encoding="utf-8"))
     model = report["model"]
     if Path(model["path"]).parent != ROOT / "Resources" / "Models":
         raise SystemExit(f"'{method}' resolved to {model['path']}, not a bundled model")
-    card = json.loads(Path(model["path"]).with_suffix(".json").read_text())
+    card = json.loads(Path(model["path"]).with_suffix(".json").read_text(encoding="utf-8"))
 
     display = seg.GetDisplayNode()                      # outlines only, for the figure
     display.SetVisibility2DFill(False)

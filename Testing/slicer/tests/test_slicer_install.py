@@ -31,7 +31,7 @@ def test_missing_packages_are_installed_after_asking_with_protected_versions_pin
     calls, questions = [], []
     bundled = tmp_path / "TopoRegLib"
     bundled.mkdir()
-    (bundled / "pyproject.toml").write_text("[project]\nname='toporeg'\n")
+    (bundled / "pyproject.toml").write_text("[project]\nname='toporeg'\n", encoding="utf-8")
 
     def pip_install(args):
         calls.append(list(args))

@@ -139,7 +139,7 @@ def test_batch_script_registers_a_folder_of_pairs(mini_slicer, tmp_path):
     assert failures == 1
     for name in ("transform.h5", "warped.nii.gz", "jacobian.nii.gz"):
         assert (tmp_path / "results" / "case01" / name).is_file()
-    summary = (tmp_path / "results" / "summary.csv").read_text().splitlines()
+    summary = (tmp_path / "results" / "summary.csv").read_text(encoding="utf-8").splitlines()
     assert summary[0] == "case,status,seconds,folding_percent"
     assert summary[1].startswith("broken,failed: ") and summary[2].startswith("case01,ok,")
     assert SAMPLE_DATA.is_dir()

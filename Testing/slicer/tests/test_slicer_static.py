@@ -36,7 +36,7 @@ def _prop(widget, name):
 
 
 def _module_tree():
-    return ast.parse(MODULE_FILE.read_text())
+    return ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
 
 
 def _ui_names_used(tree) -> set[str]:
@@ -53,7 +53,7 @@ def test_every_ui_attribute_used_in_the_module_exists_in_the_ui_file():
     used = _ui_names_used(_module_tree())
     assert used, "TopoReg.py should use self.ui.<widget>"
     for path in sorted(WIDGETS_DIR.glob("*.py")):
-        used |= _ui_names_used(ast.parse(path.read_text()))
+        used |= _ui_names_used(ast.parse(path.read_text(encoding="utf-8")))
     assert {"uncertaintyApplyButton", "nextSampleButton", "uncertaintyModelComboBox"} <= used
     assert used <= set(_widgets()), f"missing in TopoReg.ui: {sorted(used - set(_widgets()))}"
 
@@ -103,7 +103,7 @@ def test_ui_sections_and_research_use_label():
 
 
 def _cmake_listed():
-    text = (MODULE_DIR / "CMakeLists.txt").read_text().replace("${MODULE_NAME}", "TopoReg")
+    text = (MODULE_DIR / "CMakeLists.txt").read_text(encoding="utf-8").replace("${MODULE_NAME}", "TopoReg")
     listed = set()
     for block in ("MODULE_PYTHON_SCRIPTS", "MODULE_PYTHON_RESOURCES"):
         body = re.search(rf"set\({block}\n(.*?)\n\s*\)", text, re.S).group(1)
@@ -122,7 +122,7 @@ def test_cmake_lists_every_module_file_and_nothing_missing():
 def test_module_python_compiles_and_stays_small(path, tmp_path):
     py_compile.compile(str(MODULE_DIR / path), cfile=str(tmp_path / "x.pyc"), doraise=True)
     limit = 400 if path == "TopoReg.py" else 300  # the module file holds the four Slicer classes
-    assert len((MODULE_DIR / path).read_text().splitlines()) < limit
+    assert len((MODULE_DIR / path).read_text(encoding="utf-8").splitlines()) < limit
 
 
 def test_module_classes_subclass_the_slicer_bases():
@@ -135,7 +135,7 @@ def test_module_classes_subclass_the_slicer_bases():
 
 @pytest.mark.parametrize("path", sorted(p.name for p in LOGIC_DIR.glob("*.py")))
 def test_logic_package_is_qt_free_and_imports_toporeg_lazily(path):
-    tree = ast.parse((LOGIC_DIR / path).read_text())
+    tree = ast.parse((LOGIC_DIR / path).read_text(encoding="utf-8"))
     top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
     names = [a.name for n in top if isinstance(n, ast.Import) for a in n.names]
     names += [n.module or "" for n in top if isinstance(n, ast.ImportFrom)]

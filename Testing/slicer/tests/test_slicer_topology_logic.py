@@ -72,7 +72,7 @@ def run(tmp_path_factory):
     out = runner.work_dir / "out"
     yield SimpleNamespace(mini=mini, scene=scene, fixed=fixed, moving=moving, controls=controls, logic=logic,
                           params=params, runner=runner, events=events, done=done, out=out, seconds=seconds,
-                          last=dict(logic.last), report=json.loads((out / "report.json").read_text()))
+                          last=dict(logic.last), report=json.loads((out / "report.json").read_text(encoding="utf-8")))
     mini.close()
 
 
@@ -202,9 +202,9 @@ def test_applying_again_updates_the_same_nodes(run):
     for role in ("heatmap", "display", "outlier", "transform", "warped"):
         assert run.logic.last[role] is run.last[role], role
     params.controls = ()                                         # a run without controls drops the stale Q map
-    report = json.loads((run.out / "report.json").read_text())
+    report = json.loads((run.out / "report.json").read_text(encoding="utf-8"))
     report["files"].pop("outlier")
-    (run.out / "report.json").write_text(json.dumps(report))
+    (run.out / "report.json").write_text(json.dumps(report), encoding="utf-8")
     run.logic.apply_results(params, run.out)
     assert run.last["heatmap"].GetNodeReference(REFERENCES["outlier"]) is None
     assert not run.scene.IsNodePresent(run.last["outlier"])             # the volume (and its display node)
@@ -414,5 +414,5 @@ def test_compute_button_runs_the_cli_and_shows_the_heatmap(widget):
 
 
 def test_cmake_lists_the_topology_modules():
-    text = (MODULE_DIR / "CMakeLists.txt").read_text()
+    text = (MODULE_DIR / "CMakeLists.txt").read_text(encoding="utf-8")
     assert "${MODULE_NAME}Logic/topology_logic.py" in text and "${MODULE_NAME}Logic/topology_display.py" in text

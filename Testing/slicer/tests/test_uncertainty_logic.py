@@ -99,7 +99,7 @@ def run(tmp_path_factory, model_path):
     out = runner.work_dir / "out"
     yield SimpleNamespace(mini=mini, scene=mini.scene, source=source, logic=logic, params=params, runner=runner,
                           events=events, done=done, out=out, seconds=seconds, last=dict(logic.last),
-                          report=json.loads((out / "report.json").read_text()))
+                          report=json.loads((out / "report.json").read_text(encoding="utf-8")))
     mini.close()
 
 

@@ -55,5 +55,5 @@ def _jsonable(value: Any) -> Any:
 def write_report(path: str | Path, report: dict[str, Any]) -> Path:
     path = Path(path)
     report = {"versions": versions(), **report}
-    path.write_text(json.dumps(_jsonable(report), indent=2) + "\n")
+    path.write_text(json.dumps(_jsonable(report), indent=2) + "\n", encoding="utf-8")
     return path

@@ -247,11 +247,12 @@ def save_case(case: Case, folder: Path) -> None:
     meta = {"name": case.name, "description": case.description,
             "fixed_landmarks": None if case.fixed_landmarks is None else case.fixed_landmarks.tolist(),
             "moving_landmarks": None if case.moving_landmarks is None else case.moving_landmarks.tolist()}
-    (folder / "case.json").write_text(json.dumps(meta, indent=1))  # written last: marks a complete case
+    # written last: marks a complete case
+    (folder / "case.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
 
 
 def read_case(folder: Path) -> Case:
-    meta = json.loads((folder / "case.json").read_text())
+    meta = json.loads((folder / "case.json").read_text(encoding="utf-8"))
     vols = {}
     for key in _VOLUMES:
         path = folder / f"{key}.nii.gz"

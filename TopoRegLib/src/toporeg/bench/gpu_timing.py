@@ -60,13 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     info = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
             "torch": torch.__version__, "shape": list(fixed.grid_shape), "spacing_mm": 1.0, "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu_timing.json").write_text(json.dumps(info, indent=2))
+    (args.out / "gpu_timing.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
     lines = [f"# GPU timing, 1 mm pair {fixed.grid_shape} on {info['device']} (torch {info['torch']})", "",
              "| preset | first run (s) | best of repeats (s) | brain-mask Dice | folding % |", "|---|---|---|---|---|"]
     lines += [f"| {r['preset']} | {r['seconds_first']} | {r['seconds_best']} | {r['brain_mask_dice']} | "
               f"{r['folding_percent']} |" for r in rows]
     lines += ["", "Reproduce: `python -m toporeg.bench.gpu_timing --out DIR` on a CUDA machine."]
-    (args.out / "gpu_timing.md").write_text("\n".join(lines) + "\n")
+    (args.out / "gpu_timing.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return 0
 
 

@@ -47,7 +47,7 @@ Method = Callable[[Volume, Volume], PeerResult]
 
 # --- measuring -------------------------------------------------------------------------------------------
 def _status_kb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
+    for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
         if line.startswith(field + ":"):
             return float(line.split()[1])
     raise KeyError(field)
@@ -64,7 +64,7 @@ class Measure:
             pass
         self._hwm = False
         try:
-            Path("/proc/self/clear_refs").write_text("5")
+            Path("/proc/self/clear_refs").write_text("5", encoding="utf-8")
             self._base = _status_kb("VmRSS")
             self._hwm = True
         except OSError:

@@ -109,7 +109,7 @@ def git_commit() -> str:
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
@@ -211,8 +211,8 @@ def write_outputs(rows: list[dict[str, Any]], cases: list[Case], out_dir: Path, 
     header = {"date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), "commit": git_commit(),
               "machine": machine(), "command": command or "python -m toporeg.bench.registration --out " + str(out_dir)}
     doc = {**header, "cases": [{"name": c.name, "description": c.description} for c in cases], "results": rows}
-    (out_dir / JSON_NAME).write_text(json.dumps(doc, indent=2, default=float) + "\n")
-    (out_dir / MD_NAME).write_text(markdown(rows, cases, header))
+    (out_dir / JSON_NAME).write_text(json.dumps(doc, indent=2, default=float) + "\n", encoding="utf-8")
+    (out_dir / MD_NAME).write_text(markdown(rows, cases, header), encoding="utf-8")
     figure(rows, cases, out_dir / PNG_NAME)
 
 

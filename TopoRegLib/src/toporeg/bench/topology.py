@@ -734,8 +734,8 @@ def write_outputs(doc: dict[str, Any], sets: Sequence[SetScores], out_dir: Path)
         roc_figure(s, paths[-1])
     paths.append(out_dir / f"{PNG_STEM}_examples.png")
     example_figure(sets, paths[-1])
-    (out_dir / JSON_NAME).write_text(json.dumps(doc, indent=2, default=float, ensure_ascii=False) + "\n")
-    (out_dir / MD_NAME).write_text(markdown(doc))
+    (out_dir / JSON_NAME).write_text(json.dumps(doc, indent=2, default=float, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out_dir / MD_NAME).write_text(markdown(doc), encoding="utf-8")
     return paths
 
 

@@ -133,7 +133,7 @@ def write_outputs(doc: dict[str, Any], out_dir: Path) -> list[Path]:
     doc = {"date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), "commit": git_commit(),
            "machine": machine(), **doc}
     paths = [out_dir / JSON_NAME, out_dir / MD_NAME, out_dir / PNG_NAME]
-    paths[0].write_text(json.dumps(_jsonable(doc), indent=2, default=float) + "\n")
-    paths[1].write_text(markdown(doc))
+    paths[0].write_text(json.dumps(_jsonable(doc), indent=2, default=float) + "\n", encoding="utf-8")
+    paths[1].write_text(markdown(doc), encoding="utf-8")
     figure(doc, paths[2])
     return paths

@@ -93,7 +93,7 @@ def _paths(path: str | Path) -> tuple[Path, Path]:
     if path.suffix == ".json":
         card = path
         try:
-            weights = card.parent / json.loads(card.read_text())["weights"]
+            weights = card.parent / json.loads(card.read_text(encoding="utf-8"))["weights"]
         except (OSError, ValueError, KeyError) as exc:
             raise InputError(f"not a readable TopoReg model card ({exc})", card) from None
         return weights, card
@@ -121,14 +121,14 @@ def save_model(model: torch.nn.Module, path: str | Path, card: dict[str, Any] | 
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         **(card or {}),
     }
-    _atomic_write(card_path, lambda p: p.write_text(json.dumps(full, indent=2, default=str) + "\n"))
+    _atomic_write(card_path, lambda p: p.write_text(json.dumps(full, indent=2, default=str) + "\n", encoding="utf-8"))
     return weights, card_path
 
 
 def read_card(path: str | Path) -> dict[str, Any]:
     _, card = _paths(path)
     try:
-        return json.loads(card.read_text())
+        return json.loads(card.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError("model card (.json beside the weights) is missing", card) from None
     except ValueError as exc:

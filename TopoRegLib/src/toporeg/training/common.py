@@ -33,7 +33,7 @@ def load_config(cls, path: str | Path | None, overrides: dict[str, Any] | None =
     """A config dataclass from a JSON file (unknown keys refused) plus non-None overrides."""
     values: dict[str, Any] = {}
     if path:
-        values = json.loads(Path(path).read_text())
+        values = json.loads(Path(path).read_text(encoding="utf-8"))
         values.pop("_comment", None)
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     names = {f.name for f in dataclasses.fields(cls)}
@@ -136,20 +136,20 @@ class CsvLog:
     def __init__(self, path: Path, fields: list[str]):
         self.path, self.fields = Path(path), fields
         if not self.path.exists():
-            with self.path.open("w", newline="") as f:
+            with self.path.open("w", newline="", encoding="utf-8") as f:
                 csv.writer(f).writerow(fields)
 
     def write(self, row: dict[str, Any]) -> None:
-        with self.path.open("a", newline="") as f:
+        with self.path.open("a", newline="", encoding="utf-8") as f:
             csv.writer(f).writerow([_fmt(row.get(k, "")) for k in self.fields])
 
     def rows(self) -> list[dict[str, str]]:
-        with self.path.open(newline="") as f:
+        with self.path.open(newline="", encoding="utf-8") as f:
             return list(csv.DictReader(f))
 
     def truncate_after(self, step: int) -> None:
         keep = [r for r in self.rows() if int(float(r["step"])) <= step]
-        with self.path.open("w", newline="") as f:
+        with self.path.open("w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=self.fields)
             w.writeheader()
             w.writerows(keep)
@@ -285,7 +285,7 @@ def versions() -> dict[str, str]:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+    tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n", encoding="utf-8")
     tmp.replace(path)
 
 

@@ -61,7 +61,7 @@ def build_cache(out: str | Path = DEFAULT_CACHE, *, shape=GRID_SHAPE, spacing: f
     from ..io import Volume, load_volume
 
     src = Path(sample_dir) if sample_dir else sample_data_dir()
-    manifest = json.loads((src / "manifest.json").read_text())
+    manifest = json.loads((src / "manifest.json").read_text(encoding="utf-8"))
     files = {f["name"]: f for f in manifest["files"]}
     ref = Volume(np.zeros(tuple(shape), np.uint8), grid_affine(spacing, origin))
 
