@@ -27,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"{m['name']:<22} [{m['source']}] unreadable card: {m['error']}")
             continue
         spacing = "x".join(f"{s:g}" for s in (m.get("spacing_mm") or [])) or "?"
-        val = ", ".join(f"{k} {v:.3f}" for k, v in (m.get("validation") or {}).items()
+        val = ", ".join(f"{k} {v}" if isinstance(v, int) else f"{k} {v:.3f}"
+                        for k, v in (m.get("validation") or {}).items()
                         if isinstance(v, (int, float)) and not isinstance(v, bool))[:80]
         print(f"{m['name']:<22} [{m['source']}] {m.get('task')}, {m.get('ndim')}D, {spacing} mm; {val}")
         if m.get("converged"):
