@@ -36,3 +36,9 @@ if not __name__.startswith("slicer."):
         mini = _MiniSlicer(tmp_path)
         yield mini
         mini.close()
+
+    @_pytest.fixture(scope="session")
+    def tiny_segmentation_model(tmp_path_factory):
+        """One tiny trained segmentation model (support/uncertainty_testing.py) for every Uncertainty panel test."""
+        from uncertainty_testing import train_tiny_tissue_model
+        return train_tiny_tissue_model(tmp_path_factory.mktemp("models"))

@@ -175,3 +175,35 @@ def downsampled_node(mini: MiniSlicer, node, factor: int, name: str):
 def correlation(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, float).ravel(), np.asarray(b, float).ravel()
     return float(np.corrcoef(a, b)[0, 1])
+
+
+def assert_overlay_on_every_slice_view(scene, background, foreground, *, opacity: float, window: tuple[float, float],
+                                       threshold: float, color_name: str) -> list:
+    """The overlay contract shared by the topology and uncertainty panels: `foreground` over `background` in all
+    three slice views at `opacity`, with a fixed window, a lower threshold and the panel's colour table.
+    Returns the composite nodes."""
+    import pytest
+    import slicer.util
+
+    composites = slicer.util.getNodesByClass("vtkMRMLSliceCompositeNode", scene)
+    assert len(composites) == 3
+    for composite in composites:
+        assert composite.GetBackgroundVolumeID() == background.GetID()
+        assert composite.GetForegroundVolumeID() == foreground.GetID()
+        assert composite.GetForegroundOpacity() == pytest.approx(opacity)
+    shown = foreground.GetDisplayNode()
+    assert shown.GetColorNode().GetName() == color_name and not shown.GetAutoWindowLevel()
+    assert (shown.GetWindowLevelMin(), shown.GetWindowLevelMax()) == window
+    assert shown.GetApplyThreshold() and shown.GetLowerThreshold() == pytest.approx(threshold)
+    return composites
+
+
+def blended_slice(slice_logic, opacity: float) -> np.ndarray:
+    """The slice logic's own blended RGBA pixels (no OpenGL) with the foreground at `opacity`: (pixels, 4)."""
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    slice_logic.GetSliceCompositeNode().SetForegroundOpacity(opacity)
+    connection = slice_logic.GetImageDataConnection()
+    connection.GetProducer().Update()
+    image = connection.GetProducer().GetOutputDataObject(connection.GetIndex())
+    return vtk_to_numpy(image.GetPointData().GetScalars()).astype(float)

@@ -17,7 +17,8 @@ import SimpleITK as sitk
 import slicer
 import slicer.util
 
-from toporeg_slicer_testing import MODULE_DIR, MiniSlicer, blobs, oblique_affine
+from toporeg_slicer_testing import (MODULE_DIR, MiniSlicer, assert_overlay_on_every_slice_view, blended_slice, blobs,
+                                    oblique_affine)
 from toporeg.errors import InputError
 from toporeg.io import Volume
 from TopoRegLogic import nodes
@@ -111,18 +112,10 @@ def test_heatmap_voxels_equal_the_cli_files_read_with_nibabel(run):
 
 def test_display_map_is_the_foreground_of_every_slice_view(run):
     display = run.last["display"]
-    composites = slicer.util.getNodesByClass("vtkMRMLSliceCompositeNode", run.scene)
-    assert len(composites) == 3
-    for composite in composites:
-        assert composite.GetBackgroundVolumeID() == run.fixed.GetID()
-        assert composite.GetForegroundVolumeID() == display.GetID()
-        assert composite.GetForegroundOpacity() == pytest.approx(0.5)
-    shown = display.GetDisplayNode()
-    assert shown.GetColorNode().GetName() == overlay.COLOR_NAME          # slicer-core has no "Inferno" table
-    assert shown.GetColorNode().IsA("vtkMRMLProceduralColorNode")
-    assert not shown.GetAutoWindowLevel()
-    assert (shown.GetWindowLevelMin(), shown.GetWindowLevelMax()) == (0.0, 1.0)
-    assert shown.GetApplyThreshold() and shown.GetLowerThreshold() == pytest.approx(0.25)
+    composites = assert_overlay_on_every_slice_view(run.scene, run.fixed, display, opacity=0.5, window=(0.0, 1.0),
+                                                    threshold=0.25, color_name=overlay.COLOR_NAME)
+    # slicer-core has no "Inferno" table: the panel builds a procedural one
+    assert display.GetDisplayNode().GetColorNode().IsA("vtkMRMLProceduralColorNode")
     run.logic.set_opacity(0.8)                                            # the opacity slider
     assert all(c.GetForegroundOpacity() == pytest.approx(0.8) for c in composites)
     run.logic.set_opacity(0.5)
@@ -174,13 +167,7 @@ def test_blended_slice_shows_the_heatmap_only_above_the_threshold(run):
 
     def blended(opacity, threshold=0.1):
         run.last["display"].GetDisplayNode().SetLowerThreshold(threshold)
-        slice_logic.GetSliceCompositeNode().SetForegroundOpacity(opacity)
-        connection = slice_logic.GetImageDataConnection()
-        connection.GetProducer().Update()
-        image = connection.GetProducer().GetOutputDataObject(connection.GetIndex())
-        from vtk.util.numpy_support import vtk_to_numpy
-
-        return vtk_to_numpy(image.GetPointData().GetScalars()).astype(float)
+        return blended_slice(slice_logic, opacity)
 
     try:
         plain, shown = blended(0.0), blended(0.5)

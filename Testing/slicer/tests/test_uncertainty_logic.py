@@ -1,26 +1,24 @@
 """The uncertainty panel: `UncertaintyLogic` runs the real `toporeg segment` CLI in a child process on the bundled
-MNI152 T1 (every other voxel: 4 mm) with a tiny MC-dropout U-Net trained here for a few steps, in a real MRML scene;
-then the widget (FAKE qt/ctk/qMRML widgets, real .ui) drives it. Assertions are on MRML state and on the pixels the
-slice logic blends."""
+MNI152 T1 (every other voxel: 4 mm) with a tiny MC-dropout U-Net trained for a few steps (support/
+uncertainty_testing.py), in a real MRML scene. Assertions are on MRML state and on the pixels the slice logic blends.
+The widget driving it: test_uncertainty_widget.py."""
 
 from __future__ import annotations
 
 import json
 import math
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
 import pytest
-import qt
 import slicer
 import slicer.util
-import torch
 import vtk
 
-from toporeg_slicer_testing import SAMPLE_DATA, MiniSlicer, downsampled_node
+from toporeg_slicer_testing import MiniSlicer, assert_overlay_on_every_slice_view, blended_slice
+from uncertainty_testing import TIMEOUT, input_node
 from toporeg.errors import InputError
 from toporeg.io import Volume
 from TopoRegLogic import nodes
@@ -28,9 +26,7 @@ from TopoRegLogic import topology_display as overlay
 from TopoRegLogic import uncertainty_display as segdisplay
 from TopoRegLogic.uncertainty_logic import REFERENCES, UncertaintyLogic, UncertaintyParameters
 
-TIMEOUT = 300
 SAMPLES = 4
-LABELS = {0: "background", 1: "CSF", 2: "GM", 3: "WM"}
 NAMES = ["CSF", "Grey matter", "White matter"]
 CODES = [("65216001", "Cerebrospinal Fluid"), ("389081007", "Gray Matter"), ("389080008", "White Matter")]
 
@@ -39,57 +35,15 @@ def _wait(runner, timeout=TIMEOUT):
     return runner.wait(timeout=timeout, interval=0.05)
 
 
-def _input_node(mini):
-    """The bundled MNI152 T1 read through Slicer's storage node, every other voxel kept (4 mm, exact geometry)."""
-    full = nodes.load_volume_node(mini.scene, SAMPLE_DATA / "mni152_t1_2mm.nii.gz", "MNI152 2mm")
-    node = downsampled_node(mini, full, 2, "MNI152")
-    mini.scene.RemoveNode(full)
-    return node
-
-
-# --- a tiny trained model ----------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> Path:
-    """A 2D MC-dropout U-Net trained for 40 steps (about 20 s on a loaded 2-core machine) on axial 4 mm slices of
-    the sample T1 to label the brain's intensity terciles ("CSF" < "GM" < "WM", as on T1): a real, learnable task,
-    confident away from the tercile boundaries, with sampled masks that differ near them."""
-    from toporeg.geometry import percentile_normalize
-    from toporeg.io import load_volume
-    from toporeg.models.weights import save_model
-    from toporeg.segmentation import MCDropoutUNet
-
-    image = load_volume(SAMPLE_DATA / "mni152_t1_2mm.nii.gz")
-    img = percentile_normalize(np.asarray(image.data, np.float32)[::2, ::2, ::2], 0.5, 99.5)
-    brain = img > 0.15
-    labels = np.where(brain, 1 + np.digitize(img, np.quantile(img[brain], [1 / 3, 2 / 3])), 0)
-    pad = [(0, -n % 16) for n in img.shape[:2]] + [(0, 0)]
-    x = torch.from_numpy(np.pad(img, pad)).permute(2, 0, 1)[:, None]
-    y = torch.from_numpy(np.pad(labels, pad)).permute(2, 0, 1).long()
-    torch.manual_seed(0)
-    model = MCDropoutUNet(ndim=2, n_classes=4, channels=(16, 16, 16, 16), dropout=0.2)
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
-    generator = torch.Generator().manual_seed(0)
-    for _ in range(40):
-        batch = torch.randint(len(x), (4,), generator=generator)
-        loss, _ = model.training_loss(x[batch], y[batch])
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    card = {"task": "tissue", "method": "mcdropout", "ndim": 2, "labels": {str(k): v for k, v in LABELS.items()},
-            "input_domain": {"modality": "T1w", "skull": "stripped", "spacing_mm": [4.0, 4.0]}}
-    weights, _ = save_model(model.eval(), tmp_path_factory.mktemp("models") / "tiny_seg_mcdropout", card=card)
-    return weights
-
-
 # --- one real run, many checks -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, model_path):
+def run(tmp_path_factory, tiny_segmentation_model):
     temp = tmp_path_factory.mktemp("uncertainty")
     mini = MiniSlicer(temp)
-    source = _input_node(mini)
+    source = input_node(mini)
     logic = UncertaintyLogic(mini.scene, temp_root=temp / "work", keep_temp=True)
-    params = UncertaintyParameters(inputVolume=source, model=str(model_path), samples=SAMPLES, device="cpu",
-                                   probabilityVolumes=True, opacity=0.6, threshold=0.2)
+    params = UncertaintyParameters(inputVolume=source, model=str(tiny_segmentation_model), samples=SAMPLES,
+                                   device="cpu", probabilityVolumes=True, opacity=0.6, threshold=0.2)
     events, done = [], []
     start = time.perf_counter()
     runner = logic.start_background(params, events.append, lambda ok, status: done.append((ok, status)))
@@ -193,17 +147,9 @@ def test_entropy_volume_is_on_the_input_grid_and_equals_the_file(run):
 
 
 def test_entropy_is_the_foreground_of_every_slice_view_with_a_fixed_window(run):
-    entropy = run.last["entropy"]
-    composites = slicer.util.getNodesByClass("vtkMRMLSliceCompositeNode", run.scene)
-    assert len(composites) == 3
-    for composite in composites:
-        assert composite.GetBackgroundVolumeID() == run.source.GetID()
-        assert composite.GetForegroundVolumeID() == entropy.GetID()
-        assert composite.GetForegroundOpacity() == pytest.approx(0.6)
-    shown = entropy.GetDisplayNode()
-    assert shown.GetColorNode().GetName() == overlay.COLOR_NAME and not shown.GetAutoWindowLevel()
-    assert (shown.GetWindowLevelMin(), shown.GetWindowLevelMax()) == (0.0, math.log2(4))
-    assert shown.GetApplyThreshold() and shown.GetLowerThreshold() == pytest.approx(0.2)
+    composites = assert_overlay_on_every_slice_view(run.scene, run.source, run.last["entropy"], opacity=0.6,
+                                                    window=(0.0, math.log2(4)), threshold=0.2,
+                                                    color_name=overlay.COLOR_NAME)
     run.logic.set_opacity(0.3)
     assert all(c.GetForegroundOpacity() == pytest.approx(0.3) for c in composites)
     run.logic.set_opacity(0.6)
@@ -211,8 +157,6 @@ def test_entropy_is_the_foreground_of_every_slice_view_with_a_fixed_window(run):
 
 def test_blended_slice_shows_colour_where_the_entropy_is_high(run):
     """The slice logic's own blending (no OpenGL), pixel by pixel against the entropy of the voxel under it."""
-    from vtk.util.numpy_support import vtk_to_numpy
-
     entropy_node, source = run.last["entropy"], run.source
     entropy = nodes.volume_from_node(entropy_node).data
     slice_logic = run.mini.slice_logics[0]                                  # Red: axial
@@ -224,15 +168,8 @@ def test_blended_slice_shows_colour_where_the_entropy_is_high(run):
     slice_node.JumpSliceByCentering(*centre[:3])
     entropy_node.GetDisplayNode().SetInterpolate(0)                         # nearest: one voxel per pixel
 
-    def blended(opacity):
-        slice_logic.GetSliceCompositeNode().SetForegroundOpacity(opacity)
-        connection = slice_logic.GetImageDataConnection()
-        connection.GetProducer().Update()
-        image = connection.GetProducer().GetOutputDataObject(connection.GetIndex())
-        return vtk_to_numpy(image.GetPointData().GetScalars()).astype(float)
-
     try:
-        plain, shown = blended(0.0), blended(0.6)
+        plain, shown = blended_slice(slice_logic, 0.0), blended_slice(slice_logic, 0.6)
     finally:
         slice_logic.GetSliceCompositeNode().SetForegroundOpacity(0.6)
         entropy_node.GetDisplayNode().SetInterpolate(1)
@@ -379,13 +316,13 @@ def test_bad_input_gives_a_clear_error_before_anything_starts(mini_slicer, tmp_p
     assert not (tmp_path / "work").exists() or not list((tmp_path / "work").iterdir())
 
 
-def test_a_failing_run_reports_the_cli_error_and_adds_nothing(mini_slicer, tmp_path, model_path):
+def test_a_failing_run_reports_the_cli_error_and_adds_nothing(mini_slicer, tmp_path, tiny_segmentation_model):
     scene = mini_slicer.scene
     flat = nodes.new_volume_node(scene, Volume(np.ones((16, 16, 12), np.float32), np.diag([4.0, 4, 4, 1])), "flat")
     logic = UncertaintyLogic(scene, temp_root=tmp_path / "work")
     before, done = scene.GetNumberOfNodes(), []
-    runner = logic.start_background(UncertaintyParameters(inputVolume=flat, model=str(model_path), samples=2,
-                                                          device="cpu"), on_done=lambda ok, s: done.append((ok, s)))
+    params = UncertaintyParameters(inputVolume=flat, model=str(tiny_segmentation_model), samples=2, device="cpu")
+    runner = logic.start_background(params, on_done=lambda ok, s: done.append((ok, s)))
     assert _wait(runner) == "failed"
     status = logic.last["status"]
     assert status == "Failed: input volume 'flat': image is constant (every voxel = 1.0); nothing to register or " \
@@ -395,15 +332,15 @@ def test_a_failing_run_reports_the_cli_error_and_adds_nothing(mini_slicer, tmp_p
     assert not list((tmp_path / "work").glob("*"))
 
 
-def test_a_cancelled_run_adds_no_nodes_and_leaves_no_files(mini_slicer, tmp_path, model_path):
+def test_a_cancelled_run_adds_no_nodes_and_leaves_no_files(mini_slicer, tmp_path, tiny_segmentation_model):
     scene = mini_slicer.scene
-    source = _input_node(mini_slicer)
+    source = input_node(mini_slicer)
     logic = UncertaintyLogic(scene, temp_root=tmp_path / "work")
     before, done = scene.GetNumberOfNodes(), []
-    runner = logic.start_background(UncertaintyParameters(inputVolume=source, model=str(model_path), device="cpu"),
-                                    on_done=lambda ok, s: done.append((ok, s)))
+    params = UncertaintyParameters(inputVolume=source, model=str(tiny_segmentation_model), device="cpu")
+    runner = logic.start_background(params, on_done=lambda ok, s: done.append((ok, s)))
     with pytest.raises(InputError, match="a segmentation is already running"):
-        logic.start_background(UncertaintyParameters(inputVolume=source, model=str(model_path)))
+        logic.start_background(UncertaintyParameters(inputVolume=source, model=str(tiny_segmentation_model)))
     logic.cancel()                                         # the cancel file exists before the CLI starts working
     assert _wait(runner) == "cancelled"
     assert done == [(False, "Cancelled; no outputs were written.")]
@@ -411,71 +348,3 @@ def test_a_cancelled_run_adds_no_nodes_and_leaves_no_files(mini_slicer, tmp_path
     assert not list((tmp_path / "work").glob("*"))
     with pytest.raises(InputError, match="run a segmentation first"):
         logic.next_sample()
-
-
-# --- the widget ----------------------------------------------------------------------------------------------
-@pytest.fixture
-def widget(mini_slicer):
-    import TopoReg
-
-    source = _input_node(mini_slicer)
-    parent = slicer.qMRMLWidget()
-    parent.setLayout(qt.QVBoxLayout())
-    module_widget = TopoReg.TopoRegWidget(parent)
-    module_widget.setup()
-    qt.QTimer.active.clear()
-    yield SimpleNamespace(w=module_widget, ui=module_widget.ui, source=source)
-    module_widget.cleanup()
-    qt.QTimer.active.clear()
-    qt.QFileDialog.answer = ""
-
-
-def test_uncertainty_section_loads_enabled_with_its_widgets(widget):
-    ui = widget.ui
-    assert ui.uncertaintyCollapsibleButton.enabled and ui.uncertaintyCollapsibleButton.text == "Uncertainty"
-    assert [ui.uncertaintyModelComboBox.itemText(i) for i in range(ui.uncertaintyModelComboBox.count())] == \
-        ["unet", "ensemble", "mcdropout", "probunet"]
-    assert ui.uncertaintyTaskComboBox.currentText == "tissue" and ui.uncertaintySamplesSpinBox.value == 16
-    assert ui.uncertaintyApplyButton.enabled and not ui.uncertaintyCancelButton.enabled
-    assert not ui.nextSampleButton.enabled and not ui.uncertaintyProgressBar.visible
-    assert ui.uncertaintyInputSelector.mrmlScene() is slicer.mrmlScene                # via the .ui connection
-    assert ui.uncertaintySegmentationSelector.mrmlScene() is slicer.mrmlScene
-    ui.uncertaintyLoadModelButton.click()                                    # the user cancels the file dialog
-    assert ui.uncertaintyModelComboBox.currentText == "unet"
-
-
-def test_apply_with_bad_input_shows_one_line_error(widget):
-    widget.ui.uncertaintyApplyButton.click()
-    assert widget.ui.uncertaintyStatusLabel.text == "Error: select an input volume"
-    assert widget.w.uncertaintyPanel.runner is None and not qt.QTimer.active
-
-
-def test_apply_runs_the_cli_and_next_sample_cycles(widget, model_path):
-    ui = widget.ui
-    ui.uncertaintyInputSelector.setCurrentNode(widget.source)
-    qt.QFileDialog.answer = str(model_path)
-    ui.uncertaintyLoadModelButton.click()                                    # "load from file"
-    assert ui.uncertaintyModelComboBox.currentText == str(model_path)
-    ui.uncertaintySamplesSpinBox.value = 2
-    ui.deviceComboBox.setCurrentText("cpu")
-    ui.uncertaintyApplyButton.click()
-    assert ui.uncertaintyStatusLabel.text == "Running..." and ui.uncertaintyCancelButton.enabled
-    assert not ui.uncertaintyApplyButton.enabled and not ui.nextSampleButton.enabled
-    start, values = time.monotonic(), []
-    while qt.QTimer.active and time.monotonic() - start < TIMEOUT:
-        qt.QTimer.fire_all()                                                 # what the 200 ms QTimer does in Slicer
-        values.append(ui.uncertaintyProgressBar.value)
-        time.sleep(0.05)
-    assert ui.uncertaintyStatusLabel.text.startswith("Segmentation done in "), \
-        ui.uncertaintyStatusLabel.text + ui.uncertaintyLogTextEdit.toPlainText()
-    assert ui.uncertaintyProgressBar.value == 100 and len(set(values)) > 2
-    assert ui.uncertaintyApplyButton.enabled and not ui.uncertaintyCancelButton.enabled and ui.nextSampleButton.enabled
-    seg = ui.uncertaintySegmentationSelector.currentNode()
-    assert seg is widget.w.logic.uncertainty.last["segmentation"] and seg.IsA("vtkMRMLSegmentationNode")
-    assert ui.uncertaintyLegendLabel.text.endswith("= 0 / 0.5 / 1 / 1.5 / 2 bits per voxel")
-    ui.nextSampleButton.click()
-    assert ui.uncertaintyStatusLabel.text == "Showing sampled mask 1 of 2"
-    for _ in range(2):
-        ui.nextSampleButton.click()
-    assert ui.uncertaintyStatusLabel.text == "Showing the mean segmentation"
-    assert not list(Path(slicer.app.temporaryPath).glob("TopoRegUncertainty-*"))
