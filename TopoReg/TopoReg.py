@@ -20,11 +20,13 @@ from slicer.util import VTKObservationMixin
 
 from TopoRegLogic import install, nodes
 from TopoRegLogic.background import one_line
+from TopoRegLogic.neuralizer_logic import NeuralizerLogic
 from TopoRegLogic.params import AVAILABLE_METHODS, DEVICES, METHODS, PRESETS, SIMILARITIES, TRANSFORM_MODELS, as_params
 from TopoRegLogic.registration_logic import RegistrationLogic
-from TopoRegLogic.topology_display import legend_text
 from TopoRegLogic.topology_logic import TopologyLogic, TopologyParameters
 from TopoRegLogic.uncertainty_logic import UncertaintyLogic
+from TopoRegWidgets.neuralizer_panel import NeuralizerPanel
+from TopoRegWidgets.topology_panel import TopologyPanel
 from TopoRegWidgets.uncertainty_panel import UncertaintyPanel
 
 
@@ -41,7 +43,9 @@ class TopoReg(ScriptedLoadableModule):  # noqa: F405
             "(fixed-to-moving displacement, the resampling direction), an optional warped volume on the fixed grid "
             "and a Jacobian-determinant overlay showing folding. The topology heatmap shows where no smooth "
             "deformation explains the fixed image (nats per voxel). The uncertainty panel segments brain or tissue "
-            "with a voxel-wise uncertainty map (bits). Research use only, not for clinical decisions.")
+            "with a voxel-wise uncertainty map (bits). The Neuralizer panel solves a new task (a label, skull "
+            "stripping, denoising...) from context examples picked in the scene, without retraining. Research use "
+            "only, not for clinical decisions.")
         self.parent.acknowledgementText = _(
             "Sample data: MNI ICBM152 2009a (nilearn) and Colin27 (mricron-data); see Resources/SampleData/LICENSE.md.")
 
@@ -77,7 +81,7 @@ class TopoRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # noqa:
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._runner = self._topologyRunner = self.uncertaintyPanel = None
+        self._runner = self.topologyPanel = self.uncertaintyPanel = self.neuralizerPanel = None
         self._timer = None
         VTKObservationMixin.__init__(self)  # first: without a parent, the base class calls setup() right away
         ScriptedLoadableModuleWidget.__init__(self, parent)  # noqa: F405
@@ -96,17 +100,21 @@ class TopoRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # noqa:
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
-        self.ui.computeHeatmapButton.connect("clicked(bool)", self.onComputeHeatmapButton)
-        self.ui.topologyCancelButton.connect("clicked(bool)", self.onTopologyCancelButton)
-        self.ui.heatmapOpacitySlider.connect("valueChanged(int)", self.onHeatmapOpacityChanged)
-        self.ui.topologyControlsSelector.setMRMLScene(slicer.mrmlScene)
-        self.ui.topologyModelComboBox.addItems(self.logic.topology.available_models())
         ensure = lambda: self.logic.ensureDependencies(slicer.util.confirmOkCancelDisplay)  # noqa: E731
+        self.topologyPanel = TopologyPanel(self.ui, self.logic.topology, self._timer, ensure)
         self.uncertaintyPanel = UncertaintyPanel(self.ui, self.logic.uncertainty, self._timer, ensure)
+        self.neuralizerPanel = NeuralizerPanel(self.ui, self.logic.neuralizer, self._timer, ensure)
         self.initializeParameterNode()
 
+    def _panels(self):  # the sections in TopoRegWidgets/ (each has its runner and updateButtons)
+        return [p for p in (self.topologyPanel, self.uncertaintyPanel, self.neuralizerPanel) if p is not None]
+
+    @property
+    def _topologyRunner(self):
+        return self.topologyPanel.runner if self.topologyPanel else None
+
     def _runners(self):
-        return [r for r in (self._runner, self._topologyRunner, getattr(self.uncertaintyPanel, "runner", None)) if r]
+        return [r for r in (self._runner, *(p.runner for p in self._panels())) if r]
 
     def _stopRun(self):
         for runner in self._runners():
@@ -167,10 +175,8 @@ class TopoRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # noqa:
         self.ui.applyButton.enabled = not problem and not running
         self.ui.applyButton.toolTip = problem or _("Register the moving volume onto the fixed volume")
         self.ui.cancelButton.enabled = running
-        topologyRunning = self._topologyRunner is not None and self._topologyRunner.running
-        self.ui.computeHeatmapButton.enabled = not topologyRunning
-        self.ui.topologyCancelButton.enabled = topologyRunning
-        self.uncertaintyPanel.updateButtons()
+        for panel in self._panels():
+            panel.updateButtons()
 
     def _showStatus(self, text):
         self.ui.statusLabel.text = text
@@ -214,58 +220,6 @@ class TopoRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # noqa:
             self.ui.logTextEdit.setPlainText(self.logic.registration.last.get("log", ""))
             self.ui.logTextEdit.visible = True
 
-    def topologyParameters(self):
-        """The topology panel's widgets; inputs, masks, preset and device are those of the registration panel."""
-        ui = self.ui
-        return TopologyParameters(
-            fixedVolume=ui.fixedVolumeSelector.currentNode(), movingVolume=ui.movingVolumeSelector.currentNode(),
-            fixedMask=ui.fixedMaskSelector.currentNode(), movingMask=ui.movingMaskSelector.currentNode(),
-            method=ui.topologyMethodComboBox.currentText, features=ui.topologyFeaturesComboBox.currentText,
-            model=ui.topologyModelComboBox.currentText.strip(), preset=ui.presetComboBox.currentText,
-            controls=tuple(ui.topologyControlsSelector.checkedNodes()), device=ui.deviceComboBox.currentText,
-            heatmapVolume=ui.heatmapVolumeSelector.currentNode(), opacity=ui.heatmapOpacitySlider.value / 100.0)
-
-    def onComputeHeatmapButton(self):
-        try:
-            if not self.logic.ensureDependencies(slicer.util.confirmOkCancelDisplay):
-                self.ui.topologyStatusLabel.text = _("Cancelled: the required Python packages are not installed.")
-                return
-            self.ui.topologyLogTextEdit.visible = False
-            self._topologyRunner = self.logic.topology.start_background(
-                self.topologyParameters(), self._onTopologyProgress, self._onTopologyDone)
-        except Exception as exc:  # bad input or missing dependency: one line in the panel, details in the log
-            logging.exception("TopoReg: could not start the heatmap computation")
-            self.ui.topologyStatusLabel.text = _("Error: {message}").format(message=one_line(exc))
-            return
-        self.ui.topologyProgressBar.value = 0
-        self.ui.topologyProgressBar.visible = True
-        self.ui.topologyStatusLabel.text = _("Running...")
-        self._timer.start()
-        self._checkCanApply()
-
-    def onTopologyCancelButton(self):
-        self.logic.topology.cancel()
-        self.ui.topologyStatusLabel.text = _("Cancelling...")
-
-    def onHeatmapOpacityChanged(self, value):
-        self.logic.topology.set_opacity(value / 100.0)
-
-    def _onTopologyProgress(self, event):
-        self.ui.topologyProgressBar.value = int(round(100 * event.fraction))
-        self.ui.topologyStatusLabel.text = f"{event.stage}: {event.message}"
-
-    def _onTopologyDone(self, ok, status):
-        last = self.logic.topology.last
-        self.ui.topologyProgressBar.value = 100 if ok else 0
-        self.ui.topologyProgressBar.visible = ok
-        self.ui.topologyStatusLabel.text = status
-        if ok:
-            self.ui.heatmapVolumeSelector.setCurrentNode(last["heatmap"])  # a new run updates the same nodes
-            self.ui.heatmapLegendLabel.text = legend_text(last["legend"])
-        else:
-            self.ui.topologyLogTextEdit.setPlainText(last.get("log", ""))
-            self.ui.topologyLogTextEdit.visible = True
-
 
 class TopoRegLogic(ScriptedLoadableModuleLogic):  # noqa: F405
     """Scriptable entry point; delegates to `TopoRegLogic.registration_logic.RegistrationLogic`.
@@ -284,6 +238,7 @@ class TopoRegLogic(ScriptedLoadableModuleLogic):  # noqa: F405
             slicer.mrmlScene, volumes_logic=slicer.modules.volumes.logic(),
             segmentations_logic=slicer.modules.segmentations.logic(), temp_root=slicer.app.temporaryPath, **options)
         self.uncertainty = UncertaintyLogic(slicer.mrmlScene, temp_root=slicer.app.temporaryPath, **options)
+        self.neuralizer = NeuralizerLogic(slicer.mrmlScene, temp_root=slicer.app.temporaryPath, **options)
 
     def getParameterNode(self):
         return TopoRegParameterNode(super().getParameterNode())

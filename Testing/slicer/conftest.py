@@ -42,3 +42,9 @@ if not __name__.startswith("slicer."):
         """One tiny trained segmentation model (support/uncertainty_testing.py) for every Uncertainty panel test."""
         from uncertainty_testing import train_tiny_tissue_model
         return train_tiny_tissue_model(tmp_path_factory.mktemp("models"))
+
+    @_pytest.fixture(scope="session")
+    def tiny_neuralizer_model(tmp_path_factory):
+        """One tiny random Neuralizer (support/neuralizer_testing.py) for every Neuralizer panel test."""
+        from neuralizer_testing import train_tiny_neuralizer
+        return train_tiny_neuralizer(tmp_path_factory.mktemp("neuralizer_model"))

@@ -17,5 +17,7 @@ missing packages) even before torch, nibabel or SimpleITK are importable.
 - `topology_display`: map overlays (heatmap, entropy): colour map, fixed window, legend attributes, composite nodes.
 - `uncertainty_logic`: segmentation with uncertainty (`UncertaintyLogic`, `toporeg segment` in the background).
 - `uncertainty_display`: segmentation nodes with standard terminology; sampled masks shown one at a time.
+- `neuralizer_logic`: few-shot tasks from context pairs (`NeuralizerLogic`, `toporeg neuralize` in the background).
+- `neuralizer_context`: context pairs and named context sets (scene nodes, JSON files in a user folder).
 - `install`: first-use dependency check and careful installation.
 """

@@ -1,5 +1,7 @@
 """GUI sections of the TopoReg panel that would make TopoReg.py too long: each takes the loaded `.ui` widgets and
 its Qt-free logic (TopoRegLogic), forwards clicks, and shows progress, status and the full log of a failed run.
 
+- `topology_panel`: the Topology heatmap section (`TopologyPanel`).
 - `uncertainty_panel`: the Uncertainty section (`UncertaintyPanel`).
+- `neuralizer_panel`: the Neuralizer section (`NeuralizerPanel`): context list, context sets, run.
 """

@@ -7,7 +7,7 @@ Desktop Slicer's `qt` module does not exist in the slicer-core wheel. This fake 
   like PythonQt, a slot taking fewer arguments than the signal sends is called with the first ones.
 - `QUiLoader().load(QFile(path))` (in fake_qt_uiloader.py) builds these widgets from a Qt Designer file.
 - `QTimer` never fires by itself: tests call `QTimer.fire_all()` (or `timer.timeout.emit()`).
-- `QMessageBox.question` / `QFileDialog.getOpenFileName` return what a test put in their `answer`.
+- `QMessageBox.question` / `QFileDialog.getOpenFileName` / `getSaveFileName` return what a test put in `answer`.
 Nothing is drawn; no event loop exists.
 """
 
@@ -223,7 +223,7 @@ class QComboBox(QWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self._items, self._index = [], -1
+        self._items, self._index, self._typed = [], -1, None
 
     def addItem(self, text, *args):
         self._items.append(_Item(str(text)))
@@ -235,7 +235,7 @@ class QComboBox(QWidget):
             self.addItem(text)
 
     def clear(self):
-        self._items, self._index = [], -1
+        self._items, self._index, self._typed = [], -1, None
 
     def count(self):
         return len(self._items)
@@ -255,6 +255,7 @@ class QComboBox(QWidget):
 
     @currentIndex.setter
     def currentIndex(self, index):
+        self._typed = None
         if index != self._index:
             self._index = index
             self.currentIndexChanged.emit(index)
@@ -265,10 +266,63 @@ class QComboBox(QWidget):
 
     @property
     def currentText(self):
+        if self._typed is not None:
+            return self._typed
         return self._items[self._index].text if 0 <= self._index < len(self._items) else ""
 
     def setCurrentText(self, text):
-        self.currentIndex = self.findText(text)
+        """An editable combo box shows text that is not one of its items (what a user types), as Qt's does."""
+        index = self.findText(text)
+        if index < 0 and self.property("editable"):
+            self._typed = text
+            self.currentTextChanged.emit(text)
+            return
+        self.currentIndex = index
+
+
+class _ListItem:
+    def __init__(self, text):
+        self._text = str(text)
+
+    def text(self):
+        return self._text
+
+
+class QListWidget(QWidget):
+    """Rows of text; `currentRow` (-1: none) emits `currentRowChanged(int)` when it changes."""
+
+    SIGNALS = ("currentRowChanged",)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._items, self._row = [], -1
+
+    def addItem(self, text):
+        self._items.append(_ListItem(text))
+
+    def clear(self):
+        self._items = []
+        self.currentRow = -1
+
+    def count(self):
+        return len(self._items)
+
+    def item(self, row):
+        return self._items[row] if 0 <= row < len(self._items) else None
+
+    @property
+    def currentRow(self):
+        return self._row
+
+    @currentRow.setter
+    def currentRow(self, row):
+        row = row if 0 <= row < len(self._items) else -1
+        if row != self._row:
+            self._row = row
+            self.currentRowChanged.emit(row)
+
+    def setCurrentRow(self, row):
+        self.currentRow = row
 
 
 class QProgressBar(QWidget):
@@ -369,7 +423,8 @@ class QMessageBox:
 
 
 class QFileDialog:
-    """`getOpenFileName` returns `answer` (tests set it; "" = the user cancelled) and records the call."""
+    """`getOpenFileName` / `getSaveFileName` return `answer` (tests set it; "" = the user cancelled) and record
+    the call."""
 
     answer = ""
     calls: list[tuple] = []
@@ -378,6 +433,8 @@ class QFileDialog:
     def getOpenFileName(*args, **_kwargs):
         QFileDialog.calls.append(args)
         return QFileDialog.answer
+
+    getSaveFileName = getOpenFileName
 
 
 from fake_qt_uiloader import QFile, QUiLoader  # noqa: E402,F401 - the .ui loader lives in its own file

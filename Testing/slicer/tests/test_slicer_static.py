@@ -54,7 +54,8 @@ def test_every_ui_attribute_used_in_the_module_exists_in_the_ui_file():
     assert used, "TopoReg.py should use self.ui.<widget>"
     for path in sorted(WIDGETS_DIR.glob("*.py")):
         used |= _ui_names_used(ast.parse(path.read_text(encoding="utf-8")))
-    assert {"uncertaintyApplyButton", "nextSampleButton", "uncertaintyModelComboBox"} <= used
+    assert {"uncertaintyApplyButton", "nextSampleButton", "uncertaintyModelComboBox", "neuralizerApplyButton",
+            "neuralizerContextList", "computeHeatmapButton"} <= used
     assert used <= set(_widgets()), f"missing in TopoReg.ui: {sorted(used - set(_widgets()))}"
 
 
@@ -93,8 +94,13 @@ def test_ui_sections_and_research_use_label():
         ["tissue", "brain"]
     assert widgets["uncertaintySamplesSpinBox"].get("class") == "QSpinBox"
     button = widgets["neuralizerCollapsibleButton"]
-    assert (_prop(button, "collapsed"), _prop(button, "enabled")) == ("true", "false")
-    assert "arrives with its capability" in _prop(widgets["neuralizerPlaceholderLabel"], "text")
+    assert (_prop(button, "text"), _prop(button, "collapsed"), _prop(button, "enabled")) == \
+        ("Neuralizer", "true", "true")
+    assert [i.find("property/string").text for i in widgets["neuralizerTaskComboBox"].findall("item")] == \
+        ["segment", "image"]
+    assert [i.find("property/string").text for i in widgets["neuralizerPlaneComboBox"].findall("item")] == \
+        ["axial", "coronal", "sagittal"]
+    assert widgets["neuralizerContextList"].get("class") == "QListWidget"
     assert "Research use only" in _prop(widgets["researchUseLabel"], "text")
     for name in ("applyButton", "cancelButton", "progressBar", "statusLabel"):
         assert name in widgets

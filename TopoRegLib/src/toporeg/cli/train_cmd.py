@@ -6,7 +6,7 @@ import argparse
 import importlib
 
 TRAINERS = {"registration": "train_registration", "deepsim": "train_deepsim", "topology": "train_topology",
-            "segmentation": "train_segmentation"}
+            "segmentation": "train_segmentation", "neuralizer": "train_neuralizer"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -11,6 +11,15 @@ def percentile_normalize(data: np.ndarray, lower: float = 1.0, upper: float = 99
 
     Percentiles instead of min/max keep one hot voxel or a dark background from squashing the contrast.
     """
+    lo, hi = percentile_bounds(data, lower, upper, mask=mask)
+    out = (data.astype(np.float32) - np.float32(lo)) / np.float32(hi - lo)
+    return np.clip(out, 0.0, 1.0) if clip else out
+
+
+def percentile_bounds(data: np.ndarray, lower: float = 1.0, upper: float = 99.0, *,
+                      mask: np.ndarray | None = None) -> tuple[float, float]:
+    """The intensities (lo, hi) that `percentile_normalize` maps to 0 and 1 (min/max when the percentiles tie),
+    so that a caller can map normalised values back to the image's units: x = lo + y·(hi − lo)."""
     values = data[mask.astype(bool)] if mask is not None else data
     values = values[np.isfinite(values)]
     if values.size == 0:
@@ -20,5 +29,4 @@ def percentile_normalize(data: np.ndarray, lower: float = 1.0, upper: float = 99
         lo, hi = float(values.min()), float(values.max())
     if hi <= lo:
         raise ValueError("image is constant: cannot normalise its intensities")
-    out = (data.astype(np.float32) - np.float32(lo)) / np.float32(hi - lo)
-    return np.clip(out, 0.0, 1.0) if clip else out
+    return float(lo), float(hi)

@@ -52,6 +52,8 @@ def _builtin_architectures() -> None:
     from ..segmentation.models import DeepEnsemble, MCDropoutUNet, PlainUNet, ProbabilisticUNet
     for seg in (PlainUNet, DeepEnsemble, MCDropoutUNet, ProbabilisticUNet):
         register_architecture(seg.__name__, seg)
+    from ..neuralizer.model import Neuralizer
+    register_architecture("Neuralizer", Neuralizer)
 
 
 def build_model(architecture: str, kwargs: dict[str, Any]) -> torch.nn.Module:

@@ -164,17 +164,24 @@ def domain_messages(volume: Volume, card: dict[str, Any], model_ndim: int) -> li
 
 def _check_volume(volume: Volume, model: SegmentationModel) -> Volume:
     """A single-channel, finite, non-constant 2D/3D image that the model's dimensionality can segment."""
+    volume = check_image(volume)
+    if model.ndim == 3 and volume.spatial_ndim == 2:
+        raise InputError("this is a 3D segmentation model but the image is 2D (give a volume or a 2D model)",
+                         volume.meta.get("path"))
+    return volume
+
+
+def check_image(volume: Volume) -> Volume:
+    """A single-channel, finite, non-constant 2D/3D image (a trailing channel axis of length 1 is dropped)."""
     path = volume.meta.get("path")
     if volume.has_channels:
         if volume.n_channels != 1:
             raise InputError(f"expected a single-channel image, got {volume.n_channels} channels or time points "
                              f"(shape {volume.data.shape})", path)
-        volume = Volume(volume.data[..., 0], volume.affine, meta=dict(volume.meta))
+        volume = Volume(volume.data[..., 0], volume.affine, is_label=volume.is_label, meta=dict(volume.meta))
     check_spatial_ndim(volume, (2, 3), path)
     check_geometry(volume, path)
     check_intensities(volume, path)
-    if model.ndim == 3 and volume.spatial_ndim == 2:
-        raise InputError("this is a 3D segmentation model but the image is 2D (give a volume or a 2D model)", path)
     return volume
 
 
