@@ -14,14 +14,15 @@ from slicer import (vtkMRMLLabelMapVolumeNode, vtkMRMLLinearTransformNode, vtkMR
                     vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTransformNode)
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import *  # noqa: F403 - Slicer's module base classes
 from slicer.util import VTKObservationMixin
 
 from TopoRegLogic import install, nodes
 from TopoRegLogic.background import one_line
-from TopoRegLogic.neuralizer_logic import NeuralizerLogic
-from TopoRegLogic.params import AVAILABLE_METHODS, DEVICES, METHODS, PRESETS, SIMILARITIES, TRANSFORM_MODELS, as_params
+from TopoRegLogic.neuralizer_logic import NeuralizerLogic, NeuralizerParameters
+from TopoRegLogic.params import (AVAILABLE_METHODS, DEVICES, METHODS, PRESETS, SIMILARITIES, TOPOLOGY_FEATURES,
+                                 TOPOLOGY_METHODS, TRANSFORM_MODELS, UNCERTAINTY_TASKS, as_params)
 from TopoRegLogic.registration_logic import RegistrationLogic
 from TopoRegLogic.topology_logic import TopologyLogic, TopologyParameters
 from TopoRegLogic.uncertainty_logic import UncertaintyLogic
@@ -52,7 +53,7 @@ class TopoReg(ScriptedLoadableModule):  # noqa: F405
 
 @parameterNodeWrapper
 class TopoRegParameterNode:
-    """The registration panel's state; saved with the scene. Field names are those of TopoRegLogic.params."""
+    """The panels' state, saved with the scene; names and defaults are TopoRegLogic.params' (DEFAULTS, PANEL_DEFAULTS)."""
 
     fixedVolume: vtkMRMLScalarVolumeNode
     movingVolume: vtkMRMLScalarVolumeNode
@@ -72,6 +73,16 @@ class TopoRegParameterNode:
     applyToMoving: bool = True
     showJacobian: bool = True
     topologyAware: bool = False
+    topologyMethod: Annotated[str, Choice(list(TOPOLOGY_METHODS))] = "optimize"
+    topologyFeatures: Annotated[str, Choice(list(TOPOLOGY_FEATURES))] = "intensity"
+    heatmapVolume: vtkMRMLScalarVolumeNode
+    heatmapOpacity: Annotated[int, WithinRange(0, 100)] = 50    # percent (Slicer's QSlider connector binds ints)
+    heatmapThreshold: Annotated[int, WithinRange(0, 100)] = 25  # percent of the 0-1 display map
+    uncertaintyInput: vtkMRMLScalarVolumeNode
+    uncertaintyTask: Annotated[str, Choice(list(UNCERTAINTY_TASKS))] = "tissue"
+    uncertaintySamples: Annotated[int, WithinRange(1, 64)] = 16
+    probabilityVolumes: bool = False
+    uncertaintySegmentation: vtkMRMLSegmentationNode
 
 
 class TopoRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # noqa: F405
@@ -288,22 +299,27 @@ class TopoRegTest(ScriptedLoadableModuleTest):  # noqa: F405
     def runTest(self):
         self.setUp()
         self.test_TopologyHeatmapSampleData()
+        self.setUp()
+        self.test_NeuralizerSampleData()
         self.setUp()  # the registration last: its outputs are what the headless run inspects afterwards
         self.test_RegisterSampleData()
 
-    def loadSamplePair(self):
+    def loadSamplePair(self, with_labels: bool = False):
         from toporeg.data import sample_path
 
         self.delayDisplay("Loading sample data")
         scene = slicer.mrmlScene
         fixed = nodes.load_volume_node(scene, sample_path("mni152_t1_2mm.nii.gz"), "MNI152")
         moving = nodes.load_volume_node(scene, sample_path("colin27_t1_2mm.nii.gz"), "Colin27")
-        for node in (fixed, moving) if self.sampleStride > 1 else ():
+        loaded = [fixed, moving]
+        if with_labels:
+            loaded.append(nodes.load_volume_node(scene, sample_path("colin27_aal_2mm.nii.gz"), "Colin27 AAL", label=True))
+        for node in loaded if self.sampleStride > 1 else ():
             volume, stride = nodes.volume_from_node(node), self.sampleStride
             affine = volume.affine.copy()
             affine[:3, :3] *= stride
             nodes.update_volume_node(node, volume.__class__(volume.data[::stride, ::stride, ::stride].copy(), affine))
-        return fixed, moving
+        return tuple(loaded) if with_labels else (fixed, moving)
 
     def test_RegisterSampleData(self):
         import numpy as np
@@ -350,4 +366,26 @@ class TopoRegTest(ScriptedLoadableModuleTest):  # noqa: F405
         self.assertTrue(display.GetAttribute("TopoReg.legend.1"), "legend attributes on the display map")
         for composite in slicer.util.getNodesByClass("vtkMRMLSliceCompositeNode"):  # the overlay in every view
             self.assertEqual(composite.GetForegroundVolumeID(), display.GetID())
+        self.delayDisplay("Test passed")
+
+    def test_NeuralizerSampleData(self):
+        """The Neuralizer panel's workflow: the left thalamus (AAL 77) on MNI152, taught by one Colin27 pair."""
+        import numpy as np
+
+        target, image, labels = self.loadSamplePair(with_labels=True)
+        logic = TopoRegLogic().neuralizer
+        self.delayDisplay("Neuralizer: segmenting from one context pair")
+        params = NeuralizerParameters(targetVolume=target, contextPairs=((image, labels),), labelValue=77)
+        runner = logic.start_background(params)
+        self.assertEqual(runner.wait(timeout=900), "succeeded", logic.last.get("log", ""))
+        self.delayDisplay(logic.last["status"])
+        output = logic.last["output"]
+        self.assertTrue(output.IsA("vtkMRMLSegmentationNode"))
+        segmentation = output.GetSegmentation()
+        self.assertEqual(segmentation.GetNumberOfSegments(), 1)
+        matrix = vtk.vtkMatrix4x4()  # the mask lies on the target's own grid
+        output.GetBinaryLabelmapInternalRepresentation(segmentation.GetNthSegmentID(0)).GetImageToWorldMatrix(matrix)
+        np.testing.assert_allclose(slicer.util.arrayFromVTKMatrix(matrix), nodes.ijk_to_ras(target), atol=1e-6)
+        mask = slicer.util.arrayFromSegmentBinaryLabelmap(output, segmentation.GetNthSegmentID(0), target)
+        self.assertGreater(int(mask.sum()), 0, "the thalamus mask is empty")
         self.delayDisplay("Test passed")

@@ -25,6 +25,7 @@ import slicer
 import vtk
 
 from . import nodes
+from .nodes import scene_nodes  # re-exported: callers used contexts.scene_nodes
 
 SET_ATTRIBUTE = "TopoReg.NeuralizerContextSet"
 IMAGE_ROLE, OUTPUT_ROLE = "contextImage_", "contextOutput_"
@@ -102,14 +103,6 @@ def check_pair(scene, image, output, task: str = "segment", label_value: int | N
 
 
 # --- the scene -------------------------------------------------------------------------------------
-def scene_nodes(scene, class_name: str) -> list:
-    """Nodes of `class_name` in `scene` itself (`slicer.util.getNodesByClass(cls, scene)` searches
-    `slicer.mrmlScene` whatever scene it is given)."""
-    collection = scene.GetNodesByClass(class_name)
-    collection.UnRegister(scene)  # the method hands over a reference, as slicer.util notes
-    return [collection.GetItemAsObject(i) for i in range(collection.GetNumberOfItems())]
-
-
 def scene_set_nodes(scene) -> list:
     """The context-set nodes of the scene, in scene order."""
     return [node for node in scene_nodes(scene, "vtkMRMLScriptedModuleNode") if node.GetAttribute(SET_ATTRIBUTE) == "1"]

@@ -36,6 +36,17 @@ def input_error(problem: str):
     return InputError(problem)
 
 
+def scene_nodes(scene, class_name: str) -> list:
+    """Nodes of `class_name` (and subclasses) in `scene` itself, in scene order.
+
+    Why not `slicer.util.getNodesByClass(cls, scene)`: slicer-core's version ignores `scene` and always searches
+    `slicer.mrmlScene`, so a logic given another scene (batch scripts, tests, a second scene) would edit the wrong one.
+    """
+    collection = scene.GetNodesByClass(class_name)
+    collection.UnRegister(scene)  # the method hands over a reference, as slicer.util notes
+    return [collection.GetItemAsObject(i) for i in range(collection.GetNumberOfItems())]
+
+
 def ijk_to_ras(node) -> np.ndarray:
     matrix = vtk.vtkMatrix4x4()
     node.GetIJKToRASMatrix(matrix)

@@ -27,6 +27,20 @@ MASK_CLASSES = ("vtkMRMLLabelMapVolumeNode", "vtkMRMLSegmentationNode")
 UNION_FIELDS = {"fixedMask": MASK_CLASSES, "movingMask": MASK_CLASSES}
 BOOL_FIELDS = ("applyToMoving", "showJacobian", "topologyAware")
 
+# The topology and uncertainty panels' settings live in the same parameter node (typed in TopoReg.py) so they survive
+# scene save/reload; percentages are ints because Slicer's QSlider connector binds int fields only.
+TOPOLOGY_METHODS = ("optimize", "learned")     # toporeg.cli.topology_cmd --method
+TOPOLOGY_FEATURES = ("intensity", "semantic")  # --features (intensity first: the CLI default)
+UNCERTAINTY_TASKS = ("tissue", "brain")        # the .ui's order; toporeg.cli.segment_cmd.TASKS
+PANEL_DEFAULTS: dict[str, Any] = {
+    "topologyMethod": "optimize", "topologyFeatures": "intensity", "heatmapVolume": None,
+    "heatmapOpacity": 50, "heatmapThreshold": 25,
+    "uncertaintyInput": None, "uncertaintyTask": "tissue", "uncertaintySamples": 16, "probabilityVolumes": False,
+    "uncertaintySegmentation": None}
+PANEL_NODE_FIELDS = ("heatmapVolume", "uncertaintyInput", "uncertaintySegmentation")
+PANEL_INT_FIELDS = ("heatmapOpacity", "heatmapThreshold", "uncertaintySamples")
+PANEL_BOOL_FIELDS = ("probabilityVolumes",)
+
 
 @dataclass
 class RegistrationParams:
@@ -76,29 +90,37 @@ def as_params(params: Any) -> RegistrationParams:
     return RegistrationParams(**values)
 
 
+def _read(node, name: str, default: Any) -> Any:
+    """One field as the wrapper stores it (see the module docstring); `default` when it was never written."""
+    if name in UNION_FIELDS:
+        refs = (node.GetNodeReference(f"{name}_{i}") for i in range(len(UNION_FIELDS[name])))
+        return next((r for r in refs if r is not None), None)
+    if name in NODE_FIELDS or name in PANEL_NODE_FIELDS:
+        return node.GetNodeReference(name)
+    text = node.GetParameter(name)
+    if not text:
+        return default
+    if name in BOOL_FIELDS or name in PANEL_BOOL_FIELDS:
+        return text == "True"
+    return int(text) if name in PANEL_INT_FIELDS else text
+
+
 def params_from_parameter_node(node) -> RegistrationParams:
     """Read a vtkMRMLScriptedModuleNode written by the module's parameter node wrapper."""
-    values: dict[str, Any] = {}
-    for name, default in DEFAULTS.items():
-        if name in UNION_FIELDS:
-            refs = (node.GetNodeReference(f"{name}_{i}") for i in range(len(UNION_FIELDS[name])))
-            values[name] = next((r for r in refs if r is not None), None)
-        elif name in NODE_FIELDS:
-            values[name] = node.GetNodeReference(name)
-        elif node.GetParameter(name):
-            text = node.GetParameter(name)
-            values[name] = (text == "True") if name in BOOL_FIELDS else text
-        else:
-            values[name] = default
-    return RegistrationParams(**values)
+    return RegistrationParams(**{name: _read(node, name, default) for name, default in DEFAULTS.items()})
+
+
+def panel_settings_from_parameter_node(node) -> dict[str, Any]:
+    """The topology and uncertainty panels' settings of a saved parameter node (batch scripts, tests)."""
+    return {name: _read(node, name, default) for name, default in PANEL_DEFAULTS.items()}
 
 
 def write_parameter_node(node, params: Any) -> None:
-    """Store `params` the way the parameter node wrapper does (strings, "True"/"False", node references)."""
+    """Store `params` (and any panel settings it has) the way the parameter node wrapper does."""
     was = node.StartModify()
     try:
-        for name in DEFAULTS:
-            value = get(params, name)
+        for name, default in (*DEFAULTS.items(), *PANEL_DEFAULTS.items()):
+            value = getattr(params, name, default)
             if name in UNION_FIELDS:
                 classes = UNION_FIELDS[name]
                 for i in range(len(classes) + 1):
@@ -108,10 +130,10 @@ def write_parameter_node(node, params: Any) -> None:
                 node.SetParameter(f"{name}_{index}", "True" if value is None else "")
                 if value is not None:
                     node.SetNodeReferenceID(f"{name}_{index}", value.GetID())
-            elif name in NODE_FIELDS:
+            elif name in NODE_FIELDS or name in PANEL_NODE_FIELDS:
                 node.SetParameter(name, "")
                 node.SetNodeReferenceID(name, value.GetID() if value is not None else None)
-            elif name in BOOL_FIELDS:
+            elif name in BOOL_FIELDS or name in PANEL_BOOL_FIELDS:
                 node.SetParameter(name, "True" if value else "False")
             else:
                 node.SetParameter(name, str(value))

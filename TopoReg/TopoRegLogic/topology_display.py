@@ -11,8 +11,14 @@ so one colour means the same number of nats in every run of one image; report.js
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import slicer
 import vtk
+
+from . import nodes
+from .nodes import scene_nodes
 
 LEGEND_PREFIX = "TopoReg.legend."
 COLOR_NAME = "TopoReg Inferno"
@@ -66,14 +72,73 @@ def style_map(scene, node, low: float, high: float, threshold: float = 0.0) -> N
     display.SetAndObserveColorNodeID(color_node(scene).GetID())
     display.AutoWindowLevelOff()
     display.SetWindowLevelMinMax(low, high)
+    set_threshold(node, threshold)
+
+
+def set_threshold(node, threshold: float) -> None:
+    """The panel's threshold slider: map values below `threshold` (> 0) are transparent in the overlay."""
+    display = node.GetDisplayNode()
     display.SetApplyThreshold(1 if threshold > 0 else 0)
     if threshold > 0:
         display.SetThreshold(threshold, 1e6)
 
 
+def display_to_value(legend: dict, display: float) -> float | None:
+    """The heatmap value (nats) at a display-map value, from the legend: the display map is
+    log(1 + max(L - m, 0)) / log(1 + R) with m = legend["0"] and m + R = legend["1"] (toporeg.topology.display_map)."""
+    if "0" not in legend or "1" not in legend:
+        return None
+    low, high = float(legend["0"]), float(legend["1"])
+    return low + math.expm1(display * math.log1p(high - low))
+
+
+def add_color_legend(node, title: str, label_format: str = "%.2g"):
+    """Slicer's colour legend (title with the units) for an overlay in the slice views, kept on the node's display
+    node so the scene saves it; returns the vtkMRMLColorLegendDisplayNode (existing one reused)."""
+    legend = slicer.vtkSlicerColorLogic.AddDefaultColorLegendDisplayNode(node)
+    legend.SetTitleText(title)
+    legend.SetLabelFormat(label_format)
+    legend.SetVisibility(True)
+    return legend
+
+
+def threshold_segmentation(scene, node, threshold: float, reference, segmentation=None,
+                           segment_name: str = "Above threshold", color=(1.0, 0.85, 0.1)):
+    """"Show as segmentation": voxels of map `node` at or above `threshold` as one segment on `reference`'s grid
+    (a new segmentation node unless one is given; a second call updates the same segment). Why a segmentation:
+    the regions can then be measured, edited and exported with Slicer's segmentation tools."""
+    volume = nodes.volume_from_node(node, is_label=False)
+    mask = (np.asarray(volume.data) >= threshold).astype(np.uint8)
+    if threshold <= 0 or not mask.any():
+        raise nodes.input_error(f"no voxel of '{node.GetName()}' reaches the threshold {threshold:g}")
+    if segmentation is None:
+        segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode",
+                                               scene.GenerateUniqueName(f"{node.GetName()} thresholded"))
+        segmentation.CreateDefaultDisplayNodes()
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(reference)
+    content = segmentation.GetSegmentation()
+    segment_id = "topoReg_threshold"
+    if content.GetSegment(segment_id) is None:
+        content.AddEmptySegment(segment_id, segment_name)
+    segment = content.GetSegment(segment_id)
+    segment.SetName(segment_name)
+    segment.SetColor(*color)
+    labelmap = nodes.new_volume_node(scene, volume.with_data(mask, is_label=True), "__toporeg_threshold", label=True)
+    try:
+        ids = vtk.vtkStringArray()
+        ids.InsertNextValue(segment_id)
+        if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, segmentation, ids):
+            raise nodes.input_error(f"cannot import the thresholded regions into '{segmentation.GetName()}'")
+    finally:
+        scene.RemoveNode(labelmap)
+    segmentation.SetAttribute("TopoReg.Threshold", f"{threshold:g}")
+    segmentation.SetNodeReferenceID("TopoReg.ThresholdSource", node.GetID())
+    return segmentation
+
+
 def show_overlay(scene, background, foreground, opacity: float) -> None:
     """Background = the examined volume, foreground = its map, in every slice view."""
-    for composite in slicer.util.getNodesByClass("vtkMRMLSliceCompositeNode", scene):
+    for composite in scene_nodes(scene, "vtkMRMLSliceCompositeNode"):
         composite.SetBackgroundVolumeID(background.GetID())
         composite.SetForegroundVolumeID(foreground.GetID())
         composite.SetForegroundOpacity(float(opacity))
@@ -81,5 +146,5 @@ def show_overlay(scene, background, foreground, opacity: float) -> None:
 
 def set_opacity(scene, opacity: float) -> None:
     """The panel's opacity slider: the foreground opacity of every slice view."""
-    for composite in slicer.util.getNodesByClass("vtkMRMLSliceCompositeNode", scene):
+    for composite in scene_nodes(scene, "vtkMRMLSliceCompositeNode"):
         composite.SetForegroundOpacity(float(opacity))

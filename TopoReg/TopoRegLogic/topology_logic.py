@@ -24,14 +24,14 @@ from . import nodes
 from . import topology_display as overlay
 from .background import BackgroundCliLogic
 from .outputs import outputs_from_directory, read_report
-from .params import DEVICES, PRESETS, RegistrationParams
+from .params import DEVICES, PRESETS, TOPOLOGY_FEATURES, TOPOLOGY_METHODS, RegistrationParams
 from .registration_logic import RegistrationLogic
 from .runner import CliRunner, popen_launcher
 
-TOPOLOGY_METHODS = ("optimize", "learned")   # toporeg.cli.topology_cmd --method
-FEATURES = ("intensity", "semantic")         # --features (intensity first: the CLI default)
+FEATURES = TOPOLOGY_FEATURES                # TOPOLOGY_METHODS / _FEATURES: params.py (the parameter node's choices)
 REFERENCES = {"display": "TopoReg.HeatmapDisplay", "outlier": "TopoReg.Outlier",
-              "transform": "TopoReg.Transform", "warped": "TopoReg.Warped"}
+              "transform": "TopoReg.Transform", "warped": "TopoReg.Warped",
+              "segmentation": "TopoReg.ThresholdSegmentation"}
 UNITS = {"heatmap": "nats per voxel (L_sym)", "display": "0-1 display map of the heatmap",
          "outlier": "nats per voxel (outlier score Q against the controls)"}
 
@@ -198,6 +198,7 @@ class TopologyLogic(BackgroundCliLogic):
             q = np.asarray(volumes["outlier"].data, np.float64)
             overlay.style_map(self.scene, made["outlier"], float(np.median(q)), float(np.percentile(q, 99)) + 1e-3)
         overlay.show_overlay(self.scene, fixed, made["display"], params.opacity)
+        overlay.add_color_legend(made["display"], f"Topological change, log scale: 0 = {lo:.3g}, 1 = {hi:.3g} nats/voxel")
         registration_status = self._apply_registration(params, out, report, heatmap)
         nats = metrics.get("heatmap_nats", {})
         status = (f"Heatmap done in {float(report.get('timings', {}).get('total_seconds', 0.0)):.1f} s: L_sym median "
@@ -242,3 +243,32 @@ class TopologyLogic(BackgroundCliLogic):
 
     def set_opacity(self, opacity: float) -> None:
         overlay.set_opacity(self.scene, opacity)
+
+    # --- threshold (the panel's slider and "show as segmentation"; work on a reloaded scene too) -----------------
+    def _display_map(self, heatmap):
+        heatmap = heatmap if heatmap is not None else self.last.get("heatmap")
+        display = heatmap.GetNodeReference(REFERENCES["display"]) if heatmap is not None else None
+        if display is None:
+            raise nodes.input_error("compute a heatmap first (or select one in 'Heatmap volume')")
+        return heatmap, display
+
+    def set_threshold(self, threshold: float, heatmap=None) -> None:
+        """Display-map values below `threshold` (0-1) become transparent; nothing to do before the first heatmap."""
+        try:
+            overlay.set_threshold(self._display_map(heatmap)[1], threshold)
+        except ValueError:
+            pass
+
+    def show_as_segmentation(self, threshold: float, heatmap=None):
+        """The regions at or above `threshold` (display 0-1) as one segment on the fixed grid, named with the nats the
+        threshold stands for (from the legend attributes, so a reloaded scene works); (segmentation node, status)."""
+        heatmap, display = self._display_map(heatmap)
+        legend = {k: float(v.split()[0]) for k, v in overlay.legend_from_node(display).items()}
+        nats = overlay.display_to_value(legend, threshold)
+        name = f"Topological change (>= {nats:.3g} nats per voxel)" if nats is not None else "Topological change"
+        segmentation = overlay.threshold_segmentation(self.scene, display, threshold, display,
+                                                      heatmap.GetNodeReference(REFERENCES["segmentation"]), name)
+        segmentation.SetAndObserveTransformNodeID(display.GetTransformNodeID())
+        heatmap.SetNodeReferenceID(REFERENCES["segmentation"], segmentation.GetID())
+        voxels = int((nodes.volume_from_node(display).data >= threshold).sum())
+        return segmentation, f"{name}: {voxels} voxels in '{segmentation.GetName()}'"

@@ -113,7 +113,7 @@ def map_points(points_ras: np.ndarray, transform_node, *, to_moving: bool = True
 
 def jacobian_color_node(scene):
     """A shared procedural colour node for Jacobian determinants: <= 0 (folding) red, 1 grey, > 1 blue."""
-    for node in slicer.util.getNodesByClass("vtkMRMLProceduralColorNode", scene):
+    for node in nodes.scene_nodes(scene, "vtkMRMLProceduralColorNode"):
         if node.GetName() == JACOBIAN_COLOR_NAME:
             return node
     node = scene.AddNewNodeByClass("vtkMRMLProceduralColorNode", JACOBIAN_COLOR_NAME)

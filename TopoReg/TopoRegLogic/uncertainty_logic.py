@@ -175,6 +175,7 @@ class UncertaintyLogic(BackgroundCliLogic):
         overlay.set_legend(node, self._legend(n_classes), ENTROPY_UNITS, unit="bits")
         overlay.style_map(self.scene, node, 0.0, math.log2(n_classes), params.threshold)
         overlay.show_overlay(self.scene, params.inputVolume, node, params.opacity)
+        overlay.add_color_legend(node, "Uncertainty (entropy), bits per voxel")
         return node
 
     def _sample_masks(self, source, seg, labels: dict[int, str], samples: list):

@@ -23,6 +23,8 @@ class TopologyPanel:
         ui.computeHeatmapButton.connect("clicked(bool)", self.onCompute)
         ui.topologyCancelButton.connect("clicked(bool)", self.onCancel)
         ui.heatmapOpacitySlider.connect("valueChanged(int)", self.onOpacityChanged)
+        ui.heatmapThresholdSlider.connect("valueChanged(int)", self.onThresholdChanged)
+        ui.heatmapSegmentationButton.connect("clicked(bool)", self.onShowAsSegmentation)
         ui.topologyControlsSelector.setMRMLScene(logic.scene)
         ui.topologyModelComboBox.addItems(logic.available_models())
         self.updateButtons()
@@ -34,6 +36,7 @@ class TopologyPanel:
     def updateButtons(self) -> None:
         self.ui.computeHeatmapButton.enabled = not self.running
         self.ui.topologyCancelButton.enabled = self.running
+        self.ui.heatmapSegmentationButton.enabled = not self.running
 
     def parameters(self) -> TopologyParameters:
         """The topology section's widgets; inputs, masks, preset and device are those of the registration section."""
@@ -44,7 +47,8 @@ class TopologyPanel:
             method=ui.topologyMethodComboBox.currentText, features=ui.topologyFeaturesComboBox.currentText,
             model=ui.topologyModelComboBox.currentText.strip(), preset=ui.presetComboBox.currentText,
             controls=tuple(ui.topologyControlsSelector.checkedNodes()), device=ui.deviceComboBox.currentText,
-            heatmapVolume=ui.heatmapVolumeSelector.currentNode(), opacity=ui.heatmapOpacitySlider.value / 100.0)
+            heatmapVolume=ui.heatmapVolumeSelector.currentNode(), opacity=ui.heatmapOpacitySlider.value / 100.0,
+            threshold=ui.heatmapThresholdSlider.value / 100.0)
 
     def onCompute(self) -> None:
         ui = self.ui
@@ -70,6 +74,18 @@ class TopologyPanel:
 
     def onOpacityChanged(self, value: int) -> None:
         self.logic.set_opacity(value / 100.0)
+
+    def onThresholdChanged(self, value: int) -> None:
+        self.logic.set_threshold(value / 100.0, self.ui.heatmapVolumeSelector.currentNode())
+
+    def onShowAsSegmentation(self) -> None:
+        ui = self.ui
+        try:
+            _node, status = self.logic.show_as_segmentation(ui.heatmapThresholdSlider.value / 100.0,
+                                                            ui.heatmapVolumeSelector.currentNode())
+        except ValueError as exc:  # no heatmap yet, or nothing above the threshold
+            status = _("Error: {message}").format(message=one_line(exc))
+        ui.topologyStatusLabel.text = status
 
     def onProgress(self, event) -> None:
         self.ui.topologyProgressBar.value = int(round(100 * event.fraction))

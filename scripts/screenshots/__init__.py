@@ -4,5 +4,6 @@
 - `views`: the trame-slicer `SlicerApp` (real MRML scene, slice logics, displayable managers), offscreen slice views
   rendered through EGL, captures, colour nodes, slice positions;
 - `figure`: the PIL side (canvas, rows of captured views, colour bars, caption lines, PNG);
-- `registration`, `topology`, `uncertainty`: one screenshot each, `make(workdir, out, reuse)`.
+- `registration`, `topology`, `uncertainty`, `neuralizer`: one screenshot each, `make(workdir, out, reuse)`
+  (`neuralizer`: also `model`).
 """

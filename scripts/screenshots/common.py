@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "Resources" / "Screenshots"
 MODULE_DIR = ROOT / "TopoReg"          # TopoRegLogic (the panels' Qt-free logic) is imported from here
+MODELS = ROOT / "Resources" / "Models"  # the bundled models
 
 
 def log(msg: str) -> None:
@@ -57,3 +59,21 @@ def run_panel(logic, params, run_dir: Path, reuse: bool, what: str, timeout: flo
         raise SystemExit(f"{what} run {state}: {status}\n{logic.last.get('log', '')}")
     log(f"{what} run {time.perf_counter() - t0:.1f} s")
     return status
+
+
+def model_card(report: dict, model: str) -> dict:
+    """The model card (JSON beside the weights) of the model a run's report names, after checking that the run used
+    `model`: the bundled model of that name, or that .safetensors file."""
+    used = Path(report["model"]["path"]).resolve()
+    wanted = Path(model).resolve() if model.endswith(".safetensors") else MODELS / f"{model}.safetensors"
+    if used != wanted:
+        raise SystemExit(f"the run used {used}, not {wanted}")
+    return json.loads(used.with_suffix(".json").read_text(encoding="utf-8"))
+
+
+def centroid_ras(mask, affine):
+    """Centre of mass of a voxel mask ([i, j, k] order) in RAS mm."""
+    import numpy as np
+
+    affine = np.asarray(affine, float)
+    return affine[:3, :3] @ np.argwhere(np.asarray(mask)).mean(0) + affine[:3, 3]

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from . import figure, views
-from .common import SCREENSHOTS, legend_line, log, run_panel, use_module_logic
+from .common import SCREENSHOTS, centroid_ras, legend_line, log, run_panel, use_module_logic
 
 OUT = SCREENSHOTS / "TopoReg-Topology.png"
 VIEW_PX = 390
@@ -107,8 +107,7 @@ def run_topology_panel(paths: dict[str, Path], workdir: Path, reuse: bool) -> di
     lesion.GetDisplayNode().SetAndObserveColorNodeID(outline.GetID())
 
     lesion_np = nodes.volume_from_node(lesion).data > 0
-    affine = nodes.ijk_to_ras(fixed)
-    centre = affine[:3, :3] @ np.argwhere(np.asarray(lesion_np)).mean(0) + affine[:3, 3]
+    centre = centroid_ras(lesion_np, nodes.ijk_to_ras(fixed))
     captures = {}
     for ori, view in slice_views.items():
         composite = view._logic.GetSliceCompositeNode()

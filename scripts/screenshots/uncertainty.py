@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from . import figure, views
-from .common import ROOT, SCREENSHOTS, legend_line, log, run_panel, use_module_logic
+from .common import MODELS, SCREENSHOTS, legend_line, log, model_card, run_panel, use_module_logic
 
 OUT = SCREENSHOTS / "TopoReg-Uncertainty.png"
 VIEW_PX = 390
@@ -31,7 +31,7 @@ PARAMS = {"task": TASK, "samples": 16, "device": "cpu"}   # opacity 0.5 / thresh
 
 def bundled_method() -> str:
     for method in METHODS:
-        if (ROOT / "Resources" / "Models" / f"seg_{TASK}_{method}.safetensors").exists():
+        if (MODELS / f"seg_{TASK}_{method}.safetensors").exists():
             return method
     raise SystemExit(f"no bundled seg_{TASK}_{{{','.join(METHODS)}}} model in Resources/Models")
 
@@ -69,9 +69,7 @@ def run_uncertainty_panel(workdir: Path, reuse: bool) -> dict:
     seg, entropy = logic.last["segmentation"], logic.last["entropy"]
     report = json.loads((run_dir / "out" / "report.json").read_text(encoding="utf-8"))
     model = report["model"]
-    if Path(model["path"]).parent != ROOT / "Resources" / "Models":
-        raise SystemExit(f"'{method}' resolved to {model['path']}, not a bundled model")
-    card = json.loads(Path(model["path"]).with_suffix(".json").read_text(encoding="utf-8"))
+    card = model_card(report, f"seg_{TASK}_{method}")
 
     display = seg.GetDisplayNode()                      # outlines only, for the figure
     display.SetVisibility2DFill(False)

@@ -71,15 +71,18 @@ def capture(view, path: Path) -> Path:
     return path
 
 
-def label_color_node(scene, name: str, label: str, rgb: tuple[float, float, float]):
-    """A one-label colour table: label 1 in `rgb`, background transparent."""
+def label_color_node(scene, name: str, label: str, rgb: tuple[float, float, float], *, value: int = 1,
+                     size: int = 2):
+    """A one-label colour table: label `value` in `rgb`, every other entry of the `size` (at least value + 1) entries
+    transparent, so that one label of a multi-label map (e.g. AAL's 116 regions: size 117) can be shown alone."""
     from slicer import vtkMRMLColorTableNode
 
     node = vtkMRMLColorTableNode()
     node.SetName(name)
     node.SetTypeToUser()
-    node.SetNumberOfColors(2)
-    node.SetColor(0, "background", 0.0, 0.0, 0.0, 0.0)
-    node.SetColor(1, label, *rgb, 1.0)
+    node.SetNumberOfColors(max(size, value + 1))
+    for entry in range(node.GetNumberOfColors()):
+        node.SetColor(entry, "background" if entry == 0 else f"label {entry}", 0.0, 0.0, 0.0, 0.0)
+    node.SetColor(value, label, *rgb, 1.0)
     scene.AddNode(node)
     return node

@@ -357,6 +357,14 @@ class QSlider(QWidget):
     def setValue(self, value):
         self.value = value
 
+    def setRange(self, minimum, maximum):
+        self.minimum, self.maximum = int(minimum), int(maximum)
+        self.value = self._value
+
+
+class QSpinBox(QSlider):
+    """Integer spin box: the same `value` / `valueChanged(int)` contract as the fake QSlider."""
+
 
 class QPlainTextEdit(QWidget):
     def __init__(self, parent=None):

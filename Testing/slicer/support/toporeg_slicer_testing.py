@@ -89,6 +89,8 @@ class MiniSlicer:
         app.SetMRMLScene(scene)
         app.GetColorLogic().SetMRMLScene(scene)
         app.GetColorLogic().AddDefaultColorNodes()
+        # registered by the Colors module's vtkSlicerColorLogic in Slicer (its default colour files are not shipped here)
+        scene.RegisterNodeClass(slicer.vtkMRMLColorLegendDisplayNode())
         app.SetSliceLogics(vtk.vtkCollection())
         app.SetViewLogics(vtk.vtkCollection())
         slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene, True)
@@ -183,9 +185,9 @@ def assert_overlay_on_every_slice_view(scene, background, foreground, *, opacity
     three slice views at `opacity`, with a fixed window, a lower threshold and the panel's colour table.
     Returns the composite nodes."""
     import pytest
-    import slicer.util
+    from TopoRegLogic.nodes import scene_nodes
 
-    composites = slicer.util.getNodesByClass("vtkMRMLSliceCompositeNode", scene)
+    composites = scene_nodes(scene, "vtkMRMLSliceCompositeNode")
     assert len(composites) == 3
     for composite in composites:
         assert composite.GetBackgroundVolumeID() == background.GetID()

@@ -63,9 +63,9 @@ def test_ui_parameter_names_are_the_parameter_node_fields():
     bound = {_prop(w, "SlicerParameterName") for w in _widgets().values()} - {None}
     cls = next(n for n in _module_tree().body if isinstance(n, ast.ClassDef) and n.name == "TopoRegParameterNode")
     fields = {stmt.target.id for stmt in cls.body if isinstance(stmt, ast.AnnAssign)}
-    from TopoRegLogic.params import DEFAULTS
+    from TopoRegLogic.params import DEFAULTS, PANEL_DEFAULTS
 
-    assert bound == fields == set(DEFAULTS)
+    assert bound == fields == set(DEFAULTS) | set(PANEL_DEFAULTS)
 
 
 def test_every_mrml_selector_receives_the_scene():

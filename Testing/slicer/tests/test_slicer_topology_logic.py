@@ -132,6 +132,8 @@ def test_legend_is_stored_as_node_attributes(run):
     assert run.last["heatmap"].GetAttribute("TopoReg.Units") == "nats per voxel (L_sym)"
     assert overlay.legend_text(run.last["legend"]).startswith("Colour 0 / 0.25 / 0.5 / 0.75 / 1 = ")
     assert not overlay.legend_from_node(run.last["outlier"])               # Q has its own scale
+    title = slicer.vtkSlicerColorLogic.GetColorLegendDisplayNode(run.last["display"]).GetTitleText()  # in the views
+    assert title == f"Topological change, log scale: 0 = {legend['0']:.3g}, 1 = {legend['1']:.3g} nats/voxel"
 
 
 def test_outlier_map_and_references(run):

@@ -144,6 +144,8 @@ def test_entropy_volume_is_on_the_input_grid_and_equals_the_file(run):
                                                  "0.75": "1.5 bits", "1": "2 bits"}
     assert overlay.legend_text(run.last["legend"], "bits") == \
         "Colour 0 / 0.25 / 0.5 / 0.75 / 1 = 0 / 0.5 / 1 / 1.5 / 2 bits per voxel"
+    legend = slicer.vtkSlicerColorLogic.GetColorLegendDisplayNode(entropy)           # the colour bar in the views
+    assert legend.GetTitleText() == "Uncertainty (entropy), bits per voxel" and legend.GetVisibility()
 
 
 def test_entropy_is_the_foreground_of_every_slice_view_with_a_fixed_window(run):

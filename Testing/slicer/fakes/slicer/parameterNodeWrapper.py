@@ -10,7 +10,8 @@ parameter node as one saved by Slicer. Like Slicer's qMRMLNodeComboBox connector
 combo box's `nodeTypes` from the annotation.
 
 `connectGui(ui)` binds widgets carrying the dynamic property `SlicerParameterName` (node combo boxes via
-`currentNodeChanged`, `QComboBox` via its `Choice` list which it loads into the combo, `QCheckBox`), writes the
+`currentNodeChanged`, `QComboBox` via its `Choice` list which it loads into the combo, `QCheckBox`, int fields on
+`QSlider` / `QSpinBox` with their `WithinRange` bounds), writes the
 current values to them, and keeps both directions in sync like the real connectors. Parameter packs, lists,
 validators other than `Choice` and GUI creation are not faked.
 """
@@ -187,6 +188,14 @@ class _Connector:
         elif param.type is bool and hasattr(widget, "checked"):
             self.signal, self.read = widget.toggled, lambda: widget.checked
             self.write = lambda value: setattr(widget, "checked", bool(value))
+        elif param.type is int and hasattr(widget, "setRange"):  # QSlider / QSpinBox, bounds from WithinRange
+            bounds = next((a for a in param.annotations if isinstance(a, WithinRange)), None)
+            if bounds is not None:
+                widget.setRange(bounds.minimum, bounds.maximum)
+            elif widget.className() == "QSlider":
+                raise RuntimeError(f"{param.name}: a QSlider needs a WithinRange annotation (as in Slicer)")
+            self.signal, self.read = widget.valueChanged, lambda: widget.value
+            self.write = lambda value: setattr(widget, "value", int(value))
         else:
             raise RuntimeError(f"fake parameterNodeWrapper cannot connect {param.name} to {widget.className()}")
 

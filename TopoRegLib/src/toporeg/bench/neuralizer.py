@@ -4,8 +4,10 @@ size, for seen and held-out tasks, on a subject no model saw (Colin27); plus CPU
 For every benchmark task and repeat, one task instance is fixed (slice position, labels, noise level...) and, for
 each context size n, `NeuralizerData.fixed_episode` gives the Colin27 target slice and n augmented MNI152 context
 pairs at that position. Neuralizer predicts in one forward pass (context bootstrapped to the card's max_context, as
-at inference); the baseline U-Net is trained from scratch on the same n pairs (`neuralizer_baseline`). Both are
-scored the same way (Dice of y ≥ 0.5, PSNR with peak 1). The volume timing runs the full `neuralize` pipeline
+at inference); the baseline U-Net is trained from scratch on the same n pairs (`neuralizer_baseline`); "copy" is
+the mean of the n context outputs used as the prediction (the contexts are affinely aligned brains with atlas
+labels in MNI space, so position alone already says much: this column shows how much). All are scored the same way
+(Dice of y ≥ 0.5, PSNR with peak 1). The volume timing runs the full `neuralize` pipeline
 (affine alignment of every context included) on the Colin27 volume.
 
     toporeg bench neuralizer [--out docs/benchmarks] [--model neuralizer_2d|PATH] [--sizes 1,2,4,8,16]
@@ -78,7 +80,7 @@ def _fix_task(data: NeuralizerData, bt: BenchTask, seed: int) -> dict[str, Any]:
 
 def run_task(model: torch.nn.Module, max_context: int, data: NeuralizerData, bt: BenchTask,
              opts: BenchOptions) -> dict[str, Any]:
-    rows: dict[int, dict[str, list[float]]] = {n: {"neuralizer": [], "unet": []} for n in opts.sizes}
+    rows: dict[int, dict[str, list[float]]] = {n: {"neuralizer": [], "unet": [], "copy": []} for n in opts.sizes}
     instances, example = [], None
     for r in range(opts.repeats):
         seed = opts.seed * 1000 + 17 * r + 1
@@ -96,6 +98,8 @@ def run_task(model: torch.nn.Module, max_context: int, data: NeuralizerData, bt:
                                    seed=seed + n)
             y_unet = predict(unet, ep["target_in"])
             rows[n]["unet"].append(score(y_unet[0], ep["target_out"][0], seg))
+            copy = ep["context_out"][0].mean(0)  # the context outputs, averaged: what position alone gives
+            rows[n]["copy"].append(score(copy, ep["target_out"][0], seg))
             if r == 0 and n == min(opts.sizes, key=lambda s: abs(s - 4)):
                 example = {"target_in": ep["target_in"][0, 0].numpy(), "target_out": ep["target_out"][0, 0].numpy(),
                            "context_in": ep["context_in"][0, 0, 0].numpy(), "context_out": ep["context_out"][0, 0, 0].numpy(),
@@ -164,7 +168,10 @@ def time_volume(model_path: Path, data: NeuralizerData, n_contexts: int, cache: 
     ref = np.asarray(reference.data) == label
     dice = 2 * float((pred & ref).sum()) / max(float(pred.sum() + ref.sum()), 1.0)
     slices = target.data.shape[2]
+    context = np.asarray(cache["mni152_aal"]) == label  # the context label, perfectly aligned: "copy"
+    copy = 2 * float((context & ref).sum()) / max(float(context.sum() + ref.sum()), 1.0)
     return {"seconds": seconds, "slices": int(slices), "contexts": n_contexts, "label": label, "dice_3d": dice,
+            "copy_dice_3d": copy,
             "timings": result.report.get("timings", {}), "volume": "Colin27 2 mm (held out), axial"}
 
 
