@@ -26,7 +26,7 @@ ITK/LPS, jacobian.nii.gz, report.json), as a shell loop:
       toporeg register "$($_.FullName)\\fixed.nii.gz" "$($_.FullName)\\moving.nii.gz" --out "results\\$($_.Name)" --preset fast }
 
 Everything below uses storage nodes rather than `slicer.util.loadVolume`/`saveNode`, so the functions also run
-headless on slicer-core (Testing/slicer/tests/test_slicer_batch.py drives `run_batch`).
+headless on slicer-core (Testing/slicer/tests/test_slicer_module.py drives `run_batch`).
 """
 
 import argparse

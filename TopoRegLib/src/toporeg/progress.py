@@ -66,6 +66,20 @@ class Progress:
         return Progress(forward, self.token)
 
 
+def ticker(progress: Progress | None, cancel: CancelToken | None
+           ) -> tuple[Progress, Callable[[str, float, str], None]]:
+    """(the Progress to pass down, an update function) for a library entry point that takes both a `progress` and
+    a separate `cancel` token: updates go to `progress` and also honour `cancel` (which may differ from its token)."""
+    progress = progress or Progress(token=cancel or CancelToken())
+
+    def tick(stage: str, fraction: float, message: str = "") -> None:
+        progress.update(stage, fraction, message)
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+
+    return progress, tick
+
+
 def silent() -> Progress:
     return Progress()
 

@@ -156,7 +156,6 @@ def time_slices(model: torch.nn.Module, max_context: int, device: str, repeats: 
 
 def time_volume(model_path: Path, data: NeuralizerData, n_contexts: int, cache: dict[str, Any]) -> dict[str, Any]:
     """The whole `neuralize` pipeline on the Colin27 volume with `n_contexts` MNI152 (image, AAL) pairs."""
-    from ..io import Volume
     from ..neuralizer.inference import neuralize
     from .neuralizer_volume import colin27_volume_case
 

@@ -3,16 +3,14 @@ U-Net), the targets, the timings, one figure and the JSON."""
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .registration import format_value, git_commit, machine
+from .outputs import write_bench_outputs
+from .registration import format_value
 
-JSON_NAME, MD_NAME, PNG_NAME = "neuralizer.json", "neuralizer.md", "neuralizer.png"
 
 
 def _tick(met: bool | None) -> str:
@@ -107,18 +105,5 @@ def figure(doc: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def _jsonable(doc: dict[str, Any]) -> dict[str, Any]:
-    out = dict(doc)
-    out["tasks"] = [{k: v for k, v in t.items() if k != "example"} for t in doc["tasks"]]
-    return out
-
-
 def write_outputs(doc: dict[str, Any], out_dir: Path) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    doc = {"date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), "commit": git_commit(),
-           "machine": machine(), **doc}
-    paths = [out_dir / JSON_NAME, out_dir / MD_NAME, out_dir / PNG_NAME]
-    paths[0].write_text(json.dumps(_jsonable(doc), indent=2, default=float) + "\n", encoding="utf-8")
-    paths[1].write_text(markdown(doc), encoding="utf-8")
-    figure(doc, paths[2])
-    return paths
+    return write_bench_outputs(doc, out_dir, "neuralizer", markdown, figure)

@@ -29,7 +29,7 @@ from ..errors import InputError
 from ..geometry import percentile_bounds, resample_to, tensor_to_volume, volume_to_tensor
 from ..io import Volume, save_volume
 from ..models.inference import PERCENTILES
-from ..progress import CancelToken, Progress
+from ..progress import CancelToken, Progress, ticker
 from ..registration import RegistrationSettings, register
 from ..segmentation.inference import card_spacing, check_image, domain_messages, network_grid
 from .bootstrap import bootstrap_context
@@ -225,12 +225,7 @@ def neuralize(target: Volume, contexts: Sequence[tuple[Volume, Volume]], *,
     from ..registration.device import resolve_device
 
     start = time.perf_counter()
-    progress = progress or Progress(token=cancel or CancelToken())
-
-    def tick(stage: str, fraction: float, message: str = "") -> None:
-        progress.update(stage, fraction, message)
-        if cancel is not None:
-            cancel.raise_if_cancelled()
+    progress, tick = ticker(progress, cancel)
 
     if task not in TASKS:
         raise InputError(f"unknown task '{task}' (use segment or image)")

@@ -26,7 +26,7 @@ from ..errors import InputError
 from ..geometry import percentile_normalize, resample_to, tensor_to_volume, to_canonical, volume_to_tensor
 from ..io import Volume, check_geometry, check_intensities, check_spatial_ndim, save_volume
 from ..models.inference import PERCENTILES, foreground, model_grid, whole_head_warning
-from ..progress import CancelToken, Progress
+from ..progress import CancelToken, Progress, ticker
 from .models import SegmentationModel
 from .uncertainty import entropy, pairwise_distances
 
@@ -275,12 +275,7 @@ def segment(volume: Volume, model: SegmentationModel | str | Path, *, samples: i
     from ..registration.device import resolve_device
 
     start = time.perf_counter()
-    progress = progress or Progress(token=cancel or CancelToken())
-
-    def tick(stage: str, fraction: float, message: str = "") -> None:
-        progress.update(stage, fraction, message)
-        if cancel is not None:
-            cancel.raise_if_cancelled()
+    progress, tick = ticker(progress, cancel)
 
     if samples < 1:
         raise InputError(f"samples must be at least 1, got {samples}")
