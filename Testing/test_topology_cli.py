@@ -224,3 +224,35 @@ def test_train_topology_resume_continues_from_the_checkpoint(tmp_path):
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4"]
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(x, y), name
+
+
+def test_topology_report_messages_warn_about_the_input_domain(tmp_path):
+    """A whole head (3.7 L of foreground) against a skull-stripped brain (1.8 L): report.json's `messages` say so (the
+    Slicer panel shows them); brain masks silence it; a learned model's card adds its own domain checks."""
+    from toporeg.models.inference import model_grid
+    from toporeg.topology.pipeline import TopologySettings, domain_messages
+
+    shape, spacing = (20, 20, 20), 10.0
+    affine = np.diag([spacing, spacing, spacing, 1.0])
+    affine[:3, 3] = -100.0
+    texture = textured_phantom(shape, seed=3)
+    head_fg, brain_fg = disk(shape, (10, 10, 10), 9.6), disk(shape, (10, 10, 10), 7.5)
+    head = Volume(np.where(head_fg, 1.0 + 0.3 * texture, 0.0).astype(np.float32), affine)
+    brain = Volume(np.where(brain_fg, 1.0 + 0.3 * texture, 0.0).astype(np.float32), affine)
+    fixed, moving = save_volume(head, tmp_path / "head.nii.gz"), save_volume(brain, tmp_path / "brain.nii.gz")
+    out = tmp_path / "topo"
+    assert main(["topology", str(fixed), str(moving), "--out", str(out), "--iterations", "2", *FAST]) == 0
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    (message,) = report["messages"]
+    assert message.startswith("the fixed image looks like a whole head (") and "a skull-stripped brain (" in message
+    assert "skull and scalp will show as topological change" in message
+
+    settings, same = TopologySettings(), domain_messages(brain, brain, TopologySettings(), {}, brain)
+    assert same == []
+    mask = Volume(brain_fg.astype(np.uint8), affine, is_label=True)
+    assert domain_messages(head, brain, settings, {}, head, fixed_mask=mask) == []
+    card = {"input_domain": {"skull": "stripped", "shape": [12, 12, 12], "spacing_mm": [10.0, 10.0, 10.0]}}
+    learned = TopologySettings(method="learned", model="card-only")
+    messages = domain_messages(brain, head, learned, card, model_grid(brain, card))
+    assert any(m.startswith("moving image: the model was trained on skull-stripped brains") for m in messages)
+    assert any("field of view" in m for m in domain_messages(head, head, learned, card, model_grid(head, card)))

@@ -11,14 +11,14 @@ import qt
 import slicer
 import vtk
 from slicer import (vtkMRMLLabelMapVolumeNode, vtkMRMLLinearTransformNode, vtkMRMLMarkupsFiducialNode,
-                    vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTransformNode)
+                    vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTransformableNode, vtkMRMLTransformNode)
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import *  # noqa: F403 - Slicer's module base classes
 from slicer.util import VTKObservationMixin
 
-from TopoRegLogic import install, nodes
+from TopoRegLogic import install, nodes, sample_data
 from TopoRegLogic.background import one_line
 from TopoRegLogic.neuralizer_logic import NeuralizerLogic, NeuralizerParameters
 from TopoRegLogic.params import (AVAILABLE_METHODS, DEVICES, METHODS, PRESETS, SIMILARITIES, TOPOLOGY_FEATURES,
@@ -29,6 +29,7 @@ from TopoRegLogic.uncertainty_logic import UncertaintyLogic
 from TopoRegWidgets.neuralizer_panel import NeuralizerPanel
 from TopoRegWidgets.topology_panel import TopologyPanel
 from TopoRegWidgets.uncertainty_panel import UncertaintyPanel
+from TopoRegWidgets.warp_along import WarpAlongSelector
 
 
 class TopoReg(ScriptedLoadableModule):  # noqa: F405
@@ -49,6 +50,7 @@ class TopoReg(ScriptedLoadableModule):  # noqa: F405
             "only, not for clinical decisions.")
         self.parent.acknowledgementText = _(
             "Sample data: MNI ICBM152 2009a (nilearn) and Colin27 (mricron-data); see Resources/SampleData/LICENSE.md.")
+        sample_data.register_on_startup(slicer.app, self.resourcePath("Icons/TopoReg.png"))  # Sample Data module
 
 
 @parameterNodeWrapper
@@ -70,6 +72,7 @@ class TopoRegParameterNode:
     outputVolume: vtkMRMLScalarVolumeNode
     fixedLandmarks: vtkMRMLMarkupsFiducialNode
     movingLandmarks: vtkMRMLMarkupsFiducialNode
+    warpAlong: list[vtkMRMLTransformableNode]  # moving-space segmentations/markups/models; no connector: warp_along.py
     applyToMoving: bool = True
     showJacobian: bool = True
     topologyAware: bool = False
@@ -92,7 +95,7 @@ class TopoRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # noqa:
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._runner = self.topologyPanel = self.uncertaintyPanel = self.neuralizerPanel = None
+        self._runner = self.topologyPanel = self.uncertaintyPanel = self.neuralizerPanel = self.warpAlongSelector = None
         self._timer = None
         VTKObservationMixin.__init__(self)  # first: without a parent, the base class calls setup() right away
         ScriptedLoadableModuleWidget.__init__(self, parent)  # noqa: F405
@@ -115,6 +118,7 @@ class TopoRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # noqa:
         self.topologyPanel = TopologyPanel(self.ui, self.logic.topology, self._timer, ensure)
         self.uncertaintyPanel = UncertaintyPanel(self.ui, self.logic.uncertainty, self._timer, ensure)
         self.neuralizerPanel = NeuralizerPanel(self.ui, self.logic.neuralizer, self._timer, ensure)
+        self.warpAlongSelector = WarpAlongSelector(self.ui.warpAlongSelector)
         self.initializeParameterNode()
 
     def _panels(self):  # the sections in TopoRegWidgets/ (each has its runner and updateButtons)
@@ -174,6 +178,7 @@ class TopoRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # noqa:
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
             self._disableUnavailableMethods()
             self._checkCanApply()
+        self.warpAlongSelector.setParameterNode(self._parameterNode)
 
     def _disableUnavailableMethods(self):
         model = self.ui.methodComboBox.model()
@@ -305,21 +310,14 @@ class TopoRegTest(ScriptedLoadableModuleTest):  # noqa: F405
         self.test_RegisterSampleData()
 
     def loadSamplePair(self, with_labels: bool = False):
-        from toporeg.data import sample_path
-
         self.delayDisplay("Loading sample data")
-        scene = slicer.mrmlScene
-        fixed = nodes.load_volume_node(scene, sample_path("mni152_t1_2mm.nii.gz"), "MNI152")
-        moving = nodes.load_volume_node(scene, sample_path("colin27_t1_2mm.nii.gz"), "Colin27")
-        loaded = [fixed, moving]
-        if with_labels:
-            loaded.append(nodes.load_volume_node(scene, sample_path("colin27_aal_2mm.nii.gz"), "Colin27 AAL", label=True))
+        loaded = sample_data.load_sample_pair(slicer.mrmlScene, with_labels)  # MNI152, Colin27[, Colin27 AAL]
         for node in loaded if self.sampleStride > 1 else ():
             volume, stride = nodes.volume_from_node(node), self.sampleStride
             affine = volume.affine.copy()
             affine[:3, :3] *= stride
             nodes.update_volume_node(node, volume.__class__(volume.data[::stride, ::stride, ::stride].copy(), affine))
-        return tuple(loaded) if with_labels else (fixed, moving)
+        return loaded
 
     def test_RegisterSampleData(self):
         import numpy as np
@@ -357,6 +355,7 @@ class TopoRegTest(ScriptedLoadableModuleTest):  # noqa: F405
                                                            iterations=3))
         self.assertEqual(runner.wait(timeout=900), "succeeded", logic.last.get("log", ""))
         self.delayDisplay(logic.last["status"])
+        self.assertIn("skull and scalp will show", logic.last["status"])  # whole-head Colin27, skull-stripped MNI152
         heatmap, display = logic.last["heatmap"], logic.last["display"]
         self.assertIs(slicer.mrmlScene.GetNodeByID(heatmap.GetID()), heatmap)
         for node in (heatmap, display):  # on the fixed grid, finite

@@ -26,6 +26,9 @@ MASK_CLASSES = ("vtkMRMLLabelMapVolumeNode", "vtkMRMLSegmentationNode")
 # matching class, len(MASK_CLASSES) for None)
 UNION_FIELDS = {"fixedMask": MASK_CLASSES, "movingMask": MASK_CLASSES}
 BOOL_FIELDS = ("applyToMoving", "showJacobian", "topologyAware")
+# list[node] fields: Slicer's ListSerializer stores `<name>.len` and a reference `<name>.<i>` per item. No GUI connector
+# exists for a checkable node combo box, so the widget syncs these itself (TopoRegWidgets/warp_along.py).
+NODE_LIST_FIELDS = ("warpAlong",)
 
 # The topology and uncertainty panels' settings live in the same parameter node (typed in TopoReg.py) so they survive
 # scene save/reload; percentages are ints because Slicer's QSlider connector binds int fields only.
@@ -87,6 +90,7 @@ def as_params(params: Any) -> RegistrationParams:
         return params
     values = {f.name: getattr(params, f.name, None) for f in fields(RegistrationParams)}
     values = {k: v for k, v in values.items() if v is not None}
+    values["warpAlong"] = tuple(n for n in values.get("warpAlong", ()) if n is not None)  # a snapshot of the list
     return RegistrationParams(**values)
 
 
@@ -105,9 +109,15 @@ def _read(node, name: str, default: Any) -> Any:
     return int(text) if name in PANEL_INT_FIELDS else text
 
 
+def _read_node_list(node, name: str) -> tuple:
+    count = int(node.GetParameter(f"{name}.len") or 0)
+    return tuple(r for r in (node.GetNodeReference(f"{name}.{i}") for i in range(count)) if r is not None)
+
+
 def params_from_parameter_node(node) -> RegistrationParams:
     """Read a vtkMRMLScriptedModuleNode written by the module's parameter node wrapper."""
-    return RegistrationParams(**{name: _read(node, name, default) for name, default in DEFAULTS.items()})
+    return RegistrationParams(**{name: _read(node, name, default) for name, default in DEFAULTS.items()},
+                              warpAlong=_read_node_list(node, "warpAlong"))
 
 
 def panel_settings_from_parameter_node(node) -> dict[str, Any]:
@@ -137,5 +147,17 @@ def write_parameter_node(node, params: Any) -> None:
                 node.SetParameter(name, "True" if value else "False")
             else:
                 node.SetParameter(name, str(value))
+        for name in NODE_LIST_FIELDS:
+            _write_node_list(node, name, [n for n in getattr(params, name, ()) or () if n is not None])
     finally:
         node.EndModify(was)
+
+
+def _write_node_list(node, name: str, items: list) -> None:
+    for i in range(max(int(node.GetParameter(f"{name}.len") or 0), len(items))):
+        node.UnsetParameter(f"{name}.{i}")
+        node.RemoveNodeReferenceIDs(f"{name}.{i}")
+        if i < len(items):
+            node.SetParameter(f"{name}.{i}", "")
+            node.SetNodeReferenceID(f"{name}.{i}", items[i].GetID())
+    node.SetParameter(f"{name}.len", str(len(items)))

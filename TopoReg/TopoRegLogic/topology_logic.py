@@ -206,6 +206,8 @@ class TopologyLogic(BackgroundCliLogic):
         if "outlier" in made:
             status += f"; outlier score against {len(params.controls)} controls"
         status += f"; registration {registration_status.split(': ', 1)[-1]}"
+        for message in report.get("messages", []):  # input-domain warnings (toporeg.topology.pipeline.domain_messages)
+            status += f"; {message}"
         self.last.update(made, legend=legend, report=report, status=status,
                          transform=self.registration.last.get("transform"),
                          warped=self.registration.last.get("volume"))

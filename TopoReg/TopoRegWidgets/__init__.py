@@ -4,4 +4,5 @@ its Qt-free logic (TopoRegLogic), forwards clicks, and shows progress, status an
 - `topology_panel`: the Topology heatmap section (`TopologyPanel`).
 - `uncertainty_panel`: the Uncertainty section (`UncertaintyPanel`).
 - `neuralizer_panel`: the Neuralizer section (`NeuralizerPanel`): context list, context sets, run.
+- `warp_along`: the Registration section's "Warp along" selector bound to the parameter node (`WarpAlongSelector`).
 """

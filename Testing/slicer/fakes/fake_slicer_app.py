@@ -1,7 +1,8 @@
 """FAKE `slicer.app` (qSlicerApplication) and module-parent object for TopoReg's tests.
 
-Only what TopoReg touches: `temporaryPath` (a pytest tmp folder), `processEvents()` (no-op), and a
-`connect()` that records application signals such as "startupCompleted()" without firing them.
+Only what TopoReg touches: `temporaryPath` (a pytest tmp folder), `processEvents()` (no-op), a
+`connect()` that records application signals such as "startupCompleted()" without firing them, and
+`layoutManager()`, None as in Slicer without a main window (no views to fit).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ class FakeSlicerApplication:
 
     def connect(self, signal, slot):
         self.connections.append((signal, slot))
+
+    def layoutManager(self):  # noqa: N802 - Qt name
+        return None
 
 
 def module_parent(path):

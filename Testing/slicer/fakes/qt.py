@@ -421,6 +421,10 @@ class QTimer(QObject):
         return len(timers)
 
 
+class Qt:
+    Unchecked, PartiallyChecked, Checked = 0, 1, 2  # Qt::CheckState
+
+
 class QMessageBox:
     Yes, No, Ok, Cancel = 0x4000, 0x10000, 0x400, 0x400000
     answer = Yes  # tests may change it

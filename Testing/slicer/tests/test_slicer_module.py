@@ -13,7 +13,7 @@ from TopoRegLogic import transform_nodes as tn
 from TopoRegLogic.params import params_from_parameter_node, write_parameter_node
 
 
-def test_module_metadata():
+def test_module_metadata(mini_slicer):  # the module connects to slicer.app (sample data at startup)
     import TopoReg
     from fake_slicer_app import module_parent
 

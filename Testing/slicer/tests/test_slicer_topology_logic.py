@@ -183,6 +183,25 @@ def test_blended_slice_shows_the_heatmap_only_above_the_threshold(run):
         slice_logic.GetSliceCompositeNode().SetForegroundOpacity(0.5)
 
 
+def test_report_messages_end_the_status_line(run):
+    """The CLI's input-domain warnings (report.json `messages`) reach the panel's status line, as in the other panels."""
+    assert run.report["messages"] == []                          # written by the CLI; none for this same-kind pair
+    assert "skull" not in run.last["status"]
+    original = (run.out / "report.json").read_text(encoding="utf-8")
+    warning = ("the fixed image looks like a whole head (3.9 L of foreground) but the moving image like a "
+               "skull-stripped brain (1.9 L): skull and scalp will show as topological change")
+    try:
+        (run.out / "report.json").write_text(json.dumps({**run.report, "messages": [warning, "second"]}),
+                                             encoding="utf-8")
+        params = TopologyParameters(**{**vars(run.params), "heatmapVolume": run.last["heatmap"]})
+        status = run.logic.apply_results(params, run.out)
+        assert status.startswith("Heatmap done in ") and status.endswith(f"; {warning}; second"), status
+        assert run.logic.last["status"] == status
+    finally:
+        (run.out / "report.json").write_text(original, encoding="utf-8")
+        run.logic.last.update(run.last)
+
+
 def test_applying_again_updates_the_same_nodes(run):
     before = run.scene.GetNumberOfNodes()
     params = TopologyParameters(**{**vars(run.params), "heatmapVolume": run.last["heatmap"]})

@@ -157,3 +157,53 @@ def test_closing_the_scene_stops_a_running_registration(widget):
     assert w.ui.statusLabel.text == "Cancelled; no outputs were written."
     assert not list(Path(slicer.app.temporaryPath).glob("TopoReg-*"))
     assert not slicer.util.getNodesByClass("vtkMRMLGridTransformNode")
+
+
+def _run_to_end(w):
+    start = time.monotonic()
+    while qt.QTimer.active and time.monotonic() - start < TIMEOUT:
+        qt.QTimer.fire_all()                                 # what the 200 ms QTimer does in Slicer
+        time.sleep(0.05)
+    return w.ui.statusLabel.text
+
+
+def test_warp_along_selector_places_moving_segmentations_and_markups_under_the_result(widget, mini_slicer):
+    w, fixed, moving = widget
+    ui, params, raw = w.ui, w._parameterNode, w._parameterNode.parameterNode
+    scene = mini_slicer.scene
+    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "moving structures")
+    segmentation.GetSegmentation().AddEmptySegment("tumour")
+    points = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "moving points")
+    centre = nodes.ijk_to_ras(moving) @ np.array([8.0, 8.0, 7.0, 1.0])
+    points.AddControlPoint(*centre[:3])
+    other = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "not checked")
+    assert ui.warpAlongSelector.mrmlScene() is scene and params.warpAlong == []
+    ui.warpAlongSelector.setCheckState(segmentation, qt.Qt.Checked)           # GUI -> parameter node
+    ui.warpAlongSelector.setCheckState(points, qt.Qt.Checked)
+    assert params.warpAlong == [segmentation, points]
+    assert raw.GetParameter("warpAlong.len") == "2" and raw.GetNodeReference("warpAlong.1") is points  # as Slicer
+    params.warpAlong = [points]                                               # parameter node -> GUI
+    assert ui.warpAlongSelector.checkedNodes() == [points]
+    ui.warpAlongSelector.setCheckState(segmentation, qt.Qt.Checked)
+    ui.presetComboBox.currentIndex = ui.presetComboBox.findText("fast")
+    ui.deviceComboBox.currentIndex = ui.deviceComboBox.findText("cpu")
+    ui.applyButton.click()
+    assert _run_to_end(w).startswith("Done in "), ui.statusLabel.text
+    transform = params.outputTransform
+    assert transform is not None and transform.IsA("vtkMRMLGridTransformNode")
+    for node in (segmentation, points):                                       # warped along, still in the scene
+        assert scene.IsNodePresent(node) and node.GetParentTransformNode() is transform, node.GetName()
+    assert other.GetParentTransformNode() is None
+    # the points are drawn through the inverse (moving -> fixed): mapping them back with the resampling
+    # direction (fixed -> moving, FromParent) lands on the placed moving-space position
+    world = [0.0, 0.0, 0.0]
+    points.GetNthControlPointPositionWorld(0, world)
+    np.testing.assert_allclose(tn.map_points(np.array(world), transform)[0], centre[:3], atol=0.05)
+    assert np.linalg.norm(np.array(world) - centre[:3]) > 0.5                 # and they did move (about 1.5 mm)
+    from TopoRegLogic.params import params_from_parameter_node, write_parameter_node
+
+    saved = params_from_parameter_node(raw)                                  # batch scripts read and write it too
+    assert set(saved.warpAlong) == {segmentation, points}
+    copy = scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode")
+    write_parameter_node(copy, saved)
+    assert params_from_parameter_node(copy).warpAlong == saved.warpAlong and copy.GetParameter("warpAlong.len") == "2"

@@ -12,8 +12,10 @@ combo box's `nodeTypes` from the annotation.
 `connectGui(ui)` binds widgets carrying the dynamic property `SlicerParameterName` (node combo boxes via
 `currentNodeChanged`, `QComboBox` via its `Choice` list which it loads into the combo, `QCheckBox`, int fields on
 `QSlider` / `QSpinBox` with their `WithinRange` bounds), writes the
-current values to them, and keeps both directions in sync like the real connectors. Parameter packs, lists,
-validators other than `Choice` and GUI creation are not faked.
+current values to them, and keeps both directions in sync like the real connectors. A `list[<node class>]` is
+stored as Slicer's ListSerializer does (`name.len`, and one node reference `name.<i>` per item) and read back as a
+plain list; like Slicer, no widget connects to it. Parameter packs, other lists, validators other than `Choice` and
+GUI creation are not faked.
 """
 
 from __future__ import annotations
@@ -58,22 +60,45 @@ def _node_classes(type_):
     return (), None
 
 
+def _node_list_classes(type_):
+    """The node classes of `list[<node class>]`, else ()."""
+    if _typing.get_origin(type_) is list:
+        return _node_classes(_typing.get_args(type_)[0])[0]
+    return ()
+
+
 class _Param:
     def __init__(self, name, annotated, default):
         self.name = name
         self.type, self.annotations = _split(annotated)
         self.nodes, self.union = _node_classes(self.type)
+        self.list_nodes = _node_list_classes(self.type)
         self.choice = next((a for a in self.annotations if isinstance(a, Choice)), None)
         explicit = next((a for a in self.annotations if isinstance(a, Default)), None)
-        fallback = None if self.nodes else {str: "", bool: False, int: 0, float: 0.0}.get(self.type)
+        fallback = [] if self.list_nodes else None if self.nodes else {str: "", bool: False, int: 0,
+                                                                          float: 0.0}.get(self.type)
         self.default = default if default is not _MISSING else (explicit.value if explicit else fallback)
 
     def is_in(self, node):
+        if self.list_nodes:
+            return node.HasParameter(f"{self.name}.len")
         if self.union:
             return any(node.HasParameter(f"{self.name}_{i}") for i in range(len(self.union)))
         return node.HasParameter(self.name)
 
     def write(self, node, value):
+        if self.list_nodes:
+            old_len = int(node.GetParameter(f"{self.name}.len") or 0)
+            for i, item in enumerate(value):
+                if not isinstance(item, self.list_nodes):
+                    raise TypeError(f"{self.name}: expected {self.list_nodes}, got {type(item).__name__}")
+                node.SetParameter(f"{self.name}.{i}", "")
+                node.SetNodeReferenceID(f"{self.name}.{i}", item.GetID())
+            node.SetParameter(f"{self.name}.len", str(len(value)))
+            for i in range(len(value), old_len):
+                node.UnsetParameter(f"{self.name}.{i}")
+                node.RemoveNodeReferenceIDs(f"{self.name}.{i}")
+            return
         if self.union:
             index = next((i for i, t in enumerate(self.union) if isinstance(value, t)), None)
             if index is None:
@@ -97,6 +122,9 @@ class _Param:
         node.SetParameter(self.name, text)
 
     def read(self, node):
+        if self.list_nodes:
+            return [node.GetNodeReference(f"{self.name}.{i}")
+                    for i in range(int(node.GetParameter(f"{self.name}.len") or 0))]
         if self.union:
             index = next(i for i in range(len(self.union)) if node.HasParameter(f"{self.name}_{i}"))
             return None if self.union[index] is type(None) else node.GetNodeReference(f"{self.name}_{index}")

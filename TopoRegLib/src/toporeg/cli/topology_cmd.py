@@ -76,4 +76,5 @@ def _topology(args: argparse.Namespace, out: Path, progress, timings) -> dict:
     timings.update({f"topology.{k}": v for k, v in result.timings.items()})
     return {"method": args.method, "features": args.features, "files": files,
             "units": "heatmap: nats per voxel (L_sym, Czolbe et al. 2021 Eq. 6, symmetrised)",
-            "controls": [str(p) for p in _control_paths(args.controls)], "metrics": result.summary()}
+            "controls": [str(p) for p in _control_paths(args.controls)], "metrics": result.summary(),
+            "messages": result.messages}

@@ -19,7 +19,8 @@ import torch
 
 from ..errors import InputError
 from ..geometry import resample_to
-from ..models.inference import foreground, model_grid, network_input
+from ..models.inference import (WHOLE_HEAD_LITRES, _domain_messages, foreground, model_grid, network_input,
+                                whole_head_warning)
 from ..io import Volume
 from ..progress import Progress
 from ..registration import RegistrationResult, preset, register
@@ -63,6 +64,7 @@ class TopologyResult:
     outlier: Volume | None = None        # Q(J) when controls were given
     timings: dict[str, float] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    messages: list[str] = field(default_factory=list)  # input-domain warnings and device fallbacks (report.json)
 
     def summary(self) -> dict[str, Any]:
         heat = np.asarray(self.heatmap.data, np.float64)
@@ -179,10 +181,42 @@ def topology_heatmap(fixed: Volume, moving: Volume, settings: TopologySettings |
         outlier = Volume(_on_fixed(q, grid, fixed), fixed.affine)
         timings["outlier_seconds"] = round(time.perf_counter() - t0, 3)
     timings["total_seconds"] = round(time.perf_counter() - start, 3)
+    messages = reg.messages + domain_messages(fixed, moving, settings, factory.card, grid, fixed_mask, moving_mask)
     return TopologyResult(
         heatmap=Volume(heat, fixed.affine), display=Volume(display, fixed.affine), legend=legend,
         registration=reg, forward=pair.forward, outlier=outlier, timings=timings,
-        settings={k: v for k, v in vars(settings).items()})
+        settings={k: v for k, v in vars(settings).items()}, messages=list(dict.fromkeys(messages)))
+
+
+def domain_messages(fixed: Volume, moving: Volume, settings: TopologySettings, model_card: dict[str, Any],
+                    grid: Volume, fixed_mask: Volume | None = None, moving_mask: Volume | None = None) -> list[str]:
+    """Warnings shown with the heatmap: a whole head against a skull-stripped brain (skull and scalp then read as
+    topological change), and the trained model's input domain (the topology model's card or, for semantic features,
+    the DeepSim extractor's), with the checks that registration and segmentation use."""
+    msgs = []
+    fg_fixed, fg_moving = foreground(fixed, fixed_mask), foreground(moving, moving_mask)
+    if fixed.spatial_ndim == 3 and fg_fixed.any() and fg_moving.any():
+        litres = [float(fg.sum() * np.prod(v.spacing[:3])) / 1e6 for fg, v in ((fg_fixed, fixed), (fg_moving, moving))]
+        kinds = ["a whole head" if value > WHOLE_HEAD_LITRES else "a skull-stripped brain" for value in litres]
+        if kinds[0] != kinds[1]:
+            msgs.append(f"the fixed image looks like {kinds[0]} ({litres[0]:.1f} L of foreground) but the moving "
+                        f"image like {kinds[1]} ({litres[1]:.1f} L): skull and scalp will show as topological change "
+                        "(give brain masks, or compare images of the same kind)")
+    card = model_card
+    if settings.method == "optimize" and settings.features == "semantic" and settings.deepsim_model:
+        from ..models.weights import read_card
+        card = read_card(settings.deepsim_model)
+    if not card:
+        return msgs
+    if settings.method == "learned":  # field of view and skull of the fixed image against the model's grid
+        msgs += _domain_messages(fixed, grid, card, fixed_mask)
+    else:
+        head = whole_head_warning(fg_fixed, fixed.spacing[:fixed.spatial_ndim], card,
+                                  "give a brain mask or a skull-stripped image")
+        msgs += [head] if head else []
+    head = whole_head_warning(fg_moving, moving.spacing[:moving.spatial_ndim], card,
+                              "give a moving mask or a skull-stripped image")
+    return msgs + ([f"moving image: {head}"] if head else [])
 
 
 def _on_fixed(values: torch.Tensor, grid: Volume, fixed: Volume) -> np.ndarray:
