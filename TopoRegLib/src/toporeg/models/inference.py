@@ -161,7 +161,7 @@ def _learned(fixed, moving, model, card, aff, settings, refine_iterations, int_s
     progress.update("network", 0.6, "learned deformable registration")
     ndim, steps = fixed.spatial_ndim, int_steps or model.int_steps
     grid = model_grid(fixed, card, fixed_mask)
-    messages = list(aff.messages) + _domain_messages(fixed, grid, card, fixed_mask)
+    messages = list(aff.messages) + learned_domain_messages(fixed, grid, card, fixed_mask)
 
     f_net = network_input(fixed, grid, mask=fixed_mask, device=dev)
     m_net = network_input(moving, grid, mask=moving_mask, transform=aff.affine_ras, device=dev)
@@ -218,7 +218,7 @@ def _learned(fixed, moving, model, card, aff, settings, refine_iterations, int_s
         device=str(dev), messages=messages, uncertainty=uncertainty, model_card=card)
 
 
-def _domain_messages(fixed: Volume, grid: Volume, card: dict[str, Any], fixed_mask: Volume | None) -> list[str]:
+def learned_domain_messages(fixed: Volume, grid: Volume, card: dict[str, Any], fixed_mask: Volume | None) -> list[str]:
     """Warnings when the input looks outside the model card's input domain."""
     msgs = []
     nd = fixed.spatial_ndim

@@ -19,7 +19,7 @@ import torch
 
 from ..errors import InputError
 from ..geometry import resample_to
-from ..models.inference import (WHOLE_HEAD_LITRES, _domain_messages, foreground, model_grid, network_input,
+from ..models.inference import (WHOLE_HEAD_LITRES, learned_domain_messages, foreground, model_grid, network_input,
                                 whole_head_warning)
 from ..io import Volume
 from ..progress import Progress
@@ -209,7 +209,7 @@ def domain_messages(fixed: Volume, moving: Volume, settings: TopologySettings, m
     if not card:
         return msgs
     if settings.method == "learned":  # field of view and skull of the fixed image against the model's grid
-        msgs += _domain_messages(fixed, grid, card, fixed_mask)
+        msgs += learned_domain_messages(fixed, grid, card, fixed_mask)
     else:
         head = whole_head_warning(fg_fixed, fixed.spacing[:fixed.spatial_ndim], card,
                                   "give a brain mask or a skull-stripped image")
