@@ -218,7 +218,8 @@ def _learned(fixed, moving, model, card, aff, settings, refine_iterations, int_s
         device=str(dev), messages=messages, uncertainty=uncertainty, model_card=card)
 
 
-def learned_domain_messages(fixed: Volume, grid: Volume, card: dict[str, Any], fixed_mask: Volume | None) -> list[str]:
+def learned_domain_messages(fixed: Volume, grid: Volume, card: dict[str, Any], fixed_mask: Volume | None
+                            ) -> list[str]:
     """Warnings when the input looks outside the model card's input domain."""
     msgs = []
     nd = fixed.spatial_ndim
