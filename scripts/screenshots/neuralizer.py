@@ -145,7 +145,7 @@ def montage(result: dict, out: Path) -> None:
     y = pad + title_h
     right = pad + VIEW_PX + gap
     draw.text((pad, y), "taught by this example: Colin27 T1 + AAL", fill=figure.TEXT, font=f_small)
-    draw.text((right, y), f"result on a new brain: the ICBM152 T1 (target) + the panel's segment '{name}' "
+    draw.text((right, y), f"result on another brain: the ICBM152 T1 (target) + the panel's segment '{name}' "
               "(outline; fill off for this figure)", fill=figure.TEXT, font=f_small)
     y += head_h
     figure.paste_views(image, draw, {CONTEXT_VIEW: result["captures"]["context"]}, pad, y, VIEW_PX, pad, f_small)
