@@ -11,17 +11,20 @@ from typing import Callable
 import qt
 from slicer.i18n import tr as _
 
-from TopoRegLogic.background import one_line
 from TopoRegLogic.neuralizer_logic import NeuralizerParameters
+from TopoRegWidgets.background_panel import BackgroundPanel
 
 
-class NeuralizerPanel:
-    """`ui`: the module's child widgets; `logic`: a `NeuralizerLogic`; `timer`: the module widget's poll timer;
-    `ensure_dependencies()`: asks to install missing packages, False when the user declined."""
+class NeuralizerPanel(BackgroundPanel):
+    """`logic`: a `NeuralizerLogic`; the rest as in `BackgroundPanel`. A succeeded run leaves the output selector as
+    it was (no `showResults`): the next run makes a new node (results of several tasks side by side) unless the user
+    picks one to update."""
 
     def __init__(self, ui, logic, timer, ensure_dependencies: Callable[[], bool]):
-        self.ui, self.logic, self.timer, self.ensure_dependencies = ui, logic, timer, ensure_dependencies
-        self.runner = None
+        super().__init__(ui, logic, timer, ensure_dependencies, applyButton=ui.neuralizerApplyButton,
+                         cancelButton=ui.neuralizerCancelButton, progressBar=ui.neuralizerProgressBar,
+                         statusLabel=ui.neuralizerStatusLabel, logTextEdit=ui.neuralizerLogTextEdit,
+                         what="the Neuralizer")
         self.pairs: list = []
         for button, slot in ((ui.neuralizerAddPairButton, self.onAddPair),
                              (ui.neuralizerRemovePairButton, self.onRemovePair),
@@ -30,22 +33,10 @@ class NeuralizerPanel:
                              (ui.neuralizerSaveSetButton, self.onSaveSet), (ui.neuralizerLoadSetButton, self.onLoadSet),
                              (ui.neuralizerImportSetButton, self.onImportSet),
                              (ui.neuralizerExportSetButton, self.onExportSet),
-                             (ui.neuralizerLoadModelButton, self.onLoadModel),
-                             (ui.neuralizerApplyButton, self.onApply), (ui.neuralizerCancelButton, self.onCancel)):
+                             (ui.neuralizerLoadModelButton, self.onLoadModel)):
             button.connect("clicked(bool)", slot)
         self.refreshSetNames()
         self.updateButtons()
-
-    @property
-    def running(self) -> bool:
-        return self.runner is not None and self.runner.running
-
-    def updateButtons(self) -> None:
-        self.ui.neuralizerApplyButton.enabled = not self.running
-        self.ui.neuralizerCancelButton.enabled = self.running
-
-    def _error(self, exc: Exception) -> None:
-        self.ui.neuralizerStatusLabel.text = _("Error: {message}").format(message=one_line(exc))
 
     # --- the context list ----------------------------------------------------------------------
     def refreshList(self, row: int | None = None) -> None:
@@ -65,7 +56,7 @@ class NeuralizerPanel:
         try:
             self.logic.check_pair(image, output, ui.neuralizerTaskComboBox.currentText, self._labelValue())
         except ValueError as exc:  # InputError: one line in the panel
-            self._error(exc)
+            self.showError(exc)
             return
         self.pairs.append((image, output))
         self.refreshList()
@@ -129,7 +120,7 @@ class NeuralizerPanel:
             path = self.logic.save_context_set(self.parameters(), name)
         except Exception as exc:  # bad name, empty set, a file that cannot be written
             logging.exception("TopoReg: could not save the context set")
-            self._error(exc)
+            self.showError(exc)
             return
         self.refreshSetNames(name)
         self.ui.neuralizerStatusLabel.text = _("Saved context set '{name}' ({count} pairs) in the scene and in "
@@ -140,7 +131,7 @@ class NeuralizerPanel:
             self.showSelection(self.logic.load_context_set(self.ui.neuralizerContextSetComboBox.currentText.strip()))
         except Exception as exc:  # unknown name, missing files
             logging.exception("TopoReg: could not load the context set")
-            self._error(exc)
+            self.showError(exc)
 
     def onImportSet(self) -> None:
         path = qt.QFileDialog.getOpenFileName(None, _("Import a context set"), str(self.logic.context_folder),
@@ -150,7 +141,7 @@ class NeuralizerPanel:
                 self.showSelection(self.logic.import_context_set(path))
             except Exception as exc:  # not a context set, missing files
                 logging.exception("TopoReg: could not import the context set")
-                self._error(exc)
+                self.showError(exc)
 
     def onExportSet(self) -> None:
         path = qt.QFileDialog.getSaveFileName(None, _("Export the context set"), str(self.logic.context_folder),
@@ -160,7 +151,7 @@ class NeuralizerPanel:
                 written = self.logic.export_context_set(self.parameters(), path)
             except Exception as exc:  # empty set, a file that cannot be written
                 logging.exception("TopoReg: could not export the context set")
-                self._error(exc)
+                self.showError(exc)
                 return
             self.ui.neuralizerStatusLabel.text = _("Exported the context set to {path}").format(path=written)
 
@@ -171,42 +162,7 @@ class NeuralizerPanel:
             self.ui.neuralizerModelComboBox.addItem(path)
             self.ui.neuralizerModelComboBox.setCurrentText(path)
 
-    # --- run -----------------------------------------------------------------------------------
-    def onApply(self) -> None:
-        ui = self.ui
-        try:
-            if not self.ensure_dependencies():
-                ui.neuralizerStatusLabel.text = _("Cancelled: the required Python packages are not installed.")
-                return
-            ui.neuralizerLogTextEdit.visible = False
-            self.refreshList()
-            self.runner = self.logic.start_background(self.parameters(), self.onProgress, self.onDone)
-        except Exception as exc:  # bad input or missing dependency: one line in the panel, details in the log
-            logging.exception("TopoReg: could not start the Neuralizer")
-            self._error(exc)
-            return
-        ui.neuralizerProgressBar.value = 0
-        ui.neuralizerProgressBar.visible = True
-        ui.neuralizerStatusLabel.text = _("Running...")
-        self.timer.start()
-        self.updateButtons()
-
-    def onCancel(self) -> None:
-        self.logic.cancel()
-        self.ui.neuralizerStatusLabel.text = _("Cancelling...")
-
-    def onProgress(self, event) -> None:
-        self.ui.neuralizerProgressBar.value = int(round(100 * event.fraction))
-        self.ui.neuralizerStatusLabel.text = f"{event.stage}: {event.message}"
-
-    def onDone(self, ok: bool, status: str) -> None:
-        ui, last = self.ui, self.logic.last
-        ui.neuralizerProgressBar.value = 100 if ok else 0
-        ui.neuralizerProgressBar.visible = ok
-        ui.neuralizerStatusLabel.text = status
-        # the output selector is left as it was: the next run makes a new node (results of several tasks side by
-        # side) unless the user picks one to update
-        if not ok:
-            ui.neuralizerLogTextEdit.setPlainText(last.get("log", ""))
-            ui.neuralizerLogTextEdit.visible = True
-        self.updateButtons()
+    # --- run (the rest is BackgroundPanel's) ---------------------------------------------------
+    def beforeStart(self) -> None:
+        """Drop the pairs whose nodes left the scene, so the run and the list agree."""
+        self.refreshList()

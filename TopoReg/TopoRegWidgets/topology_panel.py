@@ -3,25 +3,21 @@ preset and device) -> `TopologyParameters`, its buttons -> the `TopologyLogic`. 
 behaviour, so the module file stays thin as sections are added; the module widget's QTimer polls `runner`.
 """
 
-import logging
 from typing import Callable
 
-from slicer.i18n import tr as _
-
-from TopoRegLogic.background import one_line
 from TopoRegLogic.topology_display import legend_text
 from TopoRegLogic.topology_logic import TopologyParameters
+from TopoRegWidgets.background_panel import BackgroundPanel
 
 
-class TopologyPanel:
-    """`ui`: the module's child widgets; `logic`: a `TopologyLogic`; `timer`: the module widget's poll timer;
-    `ensure_dependencies()`: asks to install missing packages, False when the user declined."""
+class TopologyPanel(BackgroundPanel):
+    """`logic`: a `TopologyLogic`; the rest as in `BackgroundPanel` (Apply is "Compute heatmap")."""
 
     def __init__(self, ui, logic, timer, ensure_dependencies: Callable[[], bool]):
-        self.ui, self.logic, self.timer, self.ensure_dependencies = ui, logic, timer, ensure_dependencies
-        self.runner = None
-        ui.computeHeatmapButton.connect("clicked(bool)", self.onCompute)
-        ui.topologyCancelButton.connect("clicked(bool)", self.onCancel)
+        super().__init__(ui, logic, timer, ensure_dependencies, applyButton=ui.computeHeatmapButton,
+                         cancelButton=ui.topologyCancelButton, progressBar=ui.topologyProgressBar,
+                         statusLabel=ui.topologyStatusLabel, logTextEdit=ui.topologyLogTextEdit,
+                         what="the heatmap computation")
         ui.heatmapOpacitySlider.connect("valueChanged(int)", self.onOpacityChanged)
         ui.heatmapThresholdSlider.connect("valueChanged(int)", self.onThresholdChanged)
         ui.heatmapSegmentationButton.connect("clicked(bool)", self.onShowAsSegmentation)
@@ -29,13 +25,8 @@ class TopologyPanel:
         ui.topologyModelComboBox.addItems(logic.available_models())
         self.updateButtons()
 
-    @property
-    def running(self) -> bool:
-        return self.runner is not None and self.runner.running
-
     def updateButtons(self) -> None:
-        self.ui.computeHeatmapButton.enabled = not self.running
-        self.ui.topologyCancelButton.enabled = self.running
+        super().updateButtons()
         self.ui.heatmapSegmentationButton.enabled = not self.running
 
     def parameters(self) -> TopologyParameters:
@@ -50,28 +41,6 @@ class TopologyPanel:
             heatmapVolume=ui.heatmapVolumeSelector.currentNode(), opacity=ui.heatmapOpacitySlider.value / 100.0,
             threshold=ui.heatmapThresholdSlider.value / 100.0)
 
-    def onCompute(self) -> None:
-        ui = self.ui
-        try:
-            if not self.ensure_dependencies():
-                ui.topologyStatusLabel.text = _("Cancelled: the required Python packages are not installed.")
-                return
-            ui.topologyLogTextEdit.visible = False
-            self.runner = self.logic.start_background(self.parameters(), self.onProgress, self.onDone)
-        except Exception as exc:  # bad input or missing dependency: one line in the panel, details in the log
-            logging.exception("TopoReg: could not start the heatmap computation")
-            ui.topologyStatusLabel.text = _("Error: {message}").format(message=one_line(exc))
-            return
-        ui.topologyProgressBar.value = 0
-        ui.topologyProgressBar.visible = True
-        ui.topologyStatusLabel.text = _("Running...")
-        self.timer.start()
-        self.updateButtons()
-
-    def onCancel(self) -> None:
-        self.logic.cancel()
-        self.ui.topologyStatusLabel.text = _("Cancelling...")
-
     def onOpacityChanged(self, value: int) -> None:
         self.logic.set_opacity(value / 100.0)
 
@@ -84,22 +53,10 @@ class TopologyPanel:
             _node, status = self.logic.show_as_segmentation(ui.heatmapThresholdSlider.value / 100.0,
                                                             ui.heatmapVolumeSelector.currentNode())
         except ValueError as exc:  # no heatmap yet, or nothing above the threshold
-            status = _("Error: {message}").format(message=one_line(exc))
+            self.showError(exc)
+            return
         ui.topologyStatusLabel.text = status
 
-    def onProgress(self, event) -> None:
-        self.ui.topologyProgressBar.value = int(round(100 * event.fraction))
-        self.ui.topologyStatusLabel.text = f"{event.stage}: {event.message}"
-
-    def onDone(self, ok: bool, status: str) -> None:
-        ui, last = self.ui, self.logic.last
-        ui.topologyProgressBar.value = 100 if ok else 0
-        ui.topologyProgressBar.visible = ok
-        ui.topologyStatusLabel.text = status
-        if ok:
-            ui.heatmapVolumeSelector.setCurrentNode(last["heatmap"])  # a new run updates the same nodes
-            ui.heatmapLegendLabel.text = legend_text(last["legend"])
-        else:
-            ui.topologyLogTextEdit.setPlainText(last.get("log", ""))
-            ui.topologyLogTextEdit.visible = True
-        self.updateButtons()
+    def showResults(self, last: dict) -> None:
+        self.ui.heatmapVolumeSelector.setCurrentNode(last["heatmap"])  # a new run updates the same nodes
+        self.ui.heatmapLegendLabel.text = legend_text(last["legend"])
