@@ -149,6 +149,9 @@ def test_apply_runs_the_cli_and_the_segmentation_appears(widget, tiny_neuralizer
     ui.neuralizerAlignCheckBox.checked = False
     ui.deviceComboBox.setCurrentText("cpu")
     before = set(slicer.util.getNodesByClass("vtkMRMLSegmentationNode"))
+    panel, fractions = widget.w.neuralizerPanel, []
+    shown = panel.onProgress
+    panel.onProgress = lambda event: (fractions.append(event.fraction), shown(event))  # every event, not polls
     ui.neuralizerApplyButton.click()
     assert ui.neuralizerStatusLabel.text == "Running..." and ui.neuralizerCancelButton.enabled
     assert not ui.neuralizerApplyButton.enabled and ui.neuralizerProgressBar.visible
@@ -159,7 +162,8 @@ def test_apply_runs_the_cli_and_the_segmentation_appears(widget, tiny_neuralizer
         time.sleep(0.05)
     assert ui.neuralizerStatusLabel.text.startswith("Neuralizer done in "), \
         ui.neuralizerStatusLabel.text + ui.neuralizerLogTextEdit.toPlainText()
-    assert ui.neuralizerProgressBar.value == 100 and len(set(values)) > 2
+    assert ui.neuralizerProgressBar.value == 100 and values and len(set(fractions)) > 2
+    assert fractions == sorted(fractions)                                      # progress only moves forward
     assert ui.neuralizerApplyButton.enabled and not ui.neuralizerCancelButton.enabled
     made = set(slicer.util.getNodesByClass("vtkMRMLSegmentationNode")) - before
     assert made == {widget.w.logic.neuralizer.last["output"]}

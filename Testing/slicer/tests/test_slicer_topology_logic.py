@@ -398,6 +398,9 @@ def test_compute_button_runs_the_cli_and_shows_the_heatmap(widget):
     ui = widget.ui
     ui.presetComboBox.setCurrentText("fast")
     ui.deviceComboBox.setCurrentText("cpu")
+    panel, fractions = widget.w.topologyPanel, []
+    shown = panel.onProgress
+    panel.onProgress = lambda event: (fractions.append(event.fraction), shown(event))  # every event, not polls
     ui.computeHeatmapButton.click()
     assert ui.topologyStatusLabel.text == "Running..." and ui.topologyCancelButton.enabled
     start, values = time.monotonic(), []
@@ -407,7 +410,8 @@ def test_compute_button_runs_the_cli_and_shows_the_heatmap(widget):
         time.sleep(0.05)
     assert ui.topologyStatusLabel.text.startswith("Heatmap done in "), ui.topologyStatusLabel.text + \
         ui.topologyLogTextEdit.toPlainText()
-    assert ui.topologyProgressBar.value == 100 and len(set(values)) > 2
+    assert ui.topologyProgressBar.value == 100 and values and len(set(fractions)) > 2
+    assert fractions == sorted(fractions)                                      # progress only moves forward
     assert ui.computeHeatmapButton.enabled and not ui.topologyCancelButton.enabled
     heatmap = ui.heatmapVolumeSelector.currentNode()
     assert heatmap is widget.w.logic.topology.last["heatmap"]               # a new run updates the same nodes

@@ -58,6 +58,9 @@ def test_apply_runs_the_cli_and_next_sample_cycles(widget, tiny_segmentation_mod
     assert ui.uncertaintyModelComboBox.currentText == str(tiny_segmentation_model)
     ui.uncertaintySamplesSpinBox.value = 2
     ui.deviceComboBox.setCurrentText("cpu")
+    panel, fractions = widget.w.uncertaintyPanel, []
+    shown = panel.onProgress
+    panel.onProgress = lambda event: (fractions.append(event.fraction), shown(event))  # every event, not polls
     ui.uncertaintyApplyButton.click()
     assert ui.uncertaintyStatusLabel.text == "Running..." and ui.uncertaintyCancelButton.enabled
     assert not ui.uncertaintyApplyButton.enabled and not ui.nextSampleButton.enabled
@@ -68,7 +71,8 @@ def test_apply_runs_the_cli_and_next_sample_cycles(widget, tiny_segmentation_mod
         time.sleep(0.05)
     assert ui.uncertaintyStatusLabel.text.startswith("Segmentation done in "), \
         ui.uncertaintyStatusLabel.text + ui.uncertaintyLogTextEdit.toPlainText()
-    assert ui.uncertaintyProgressBar.value == 100 and len(set(values)) > 2
+    assert ui.uncertaintyProgressBar.value == 100 and values and len(set(fractions)) > 2
+    assert fractions == sorted(fractions)                                      # progress only moves forward
     assert ui.uncertaintyApplyButton.enabled and not ui.uncertaintyCancelButton.enabled and ui.nextSampleButton.enabled
     seg = ui.uncertaintySegmentationSelector.currentNode()
     assert seg is widget.w.logic.uncertainty.last["segmentation"] and seg.IsA("vtkMRMLSegmentationNode")
