@@ -209,3 +209,28 @@ def blended_slice(slice_logic, opacity: float) -> np.ndarray:
     connection.GetProducer().Update()
     image = connection.GetProducer().GetOutputDataObject(connection.GetIndex())
     return vtk_to_numpy(image.GetPointData().GetScalars()).astype(float)
+
+
+def record_progress(panel) -> list[float]:
+    """Every progress fraction a panel receives, in order. The progress bar shows only the last event of each timer
+    tick, so a fast run can jump from 0 to 100 between two polls; the events themselves cannot."""
+    fractions: list[float] = []
+    shown = panel.onProgress
+    panel.onProgress = lambda event: (fractions.append(event.fraction), shown(event))
+    return fractions
+
+
+def wait_for_background_run(timeout: float, read=None) -> list:
+    """Fire the (fake) QTimer as Slicer's 200 ms timer would, until the run stops it or `timeout` seconds pass;
+    returns `read()` after each tick (e.g. the progress bar's value)."""
+    import time
+
+    import qt
+
+    start, seen = time.monotonic(), []
+    while qt.QTimer.active and time.monotonic() - start < timeout:
+        qt.QTimer.fire_all()
+        if read is not None:
+            seen.append(read())
+        time.sleep(0.05)
+    return seen

@@ -4,7 +4,6 @@ tiny random model of support/neuralizer_testing.py."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,6 +12,7 @@ import qt
 import slicer
 
 from neuralizer_testing import TIMEOUT, scene
+from toporeg_slicer_testing import record_progress, wait_for_background_run
 
 
 @pytest.fixture
@@ -149,17 +149,11 @@ def test_apply_runs_the_cli_and_the_segmentation_appears(widget, tiny_neuralizer
     ui.neuralizerAlignCheckBox.checked = False
     ui.deviceComboBox.setCurrentText("cpu")
     before = set(slicer.util.getNodesByClass("vtkMRMLSegmentationNode"))
-    panel, fractions = widget.w.neuralizerPanel, []
-    shown = panel.onProgress
-    panel.onProgress = lambda event: (fractions.append(event.fraction), shown(event))  # every event, not polls
+    fractions = record_progress(widget.w.neuralizerPanel)
     ui.neuralizerApplyButton.click()
     assert ui.neuralizerStatusLabel.text == "Running..." and ui.neuralizerCancelButton.enabled
     assert not ui.neuralizerApplyButton.enabled and ui.neuralizerProgressBar.visible
-    start, values = time.monotonic(), []
-    while qt.QTimer.active and time.monotonic() - start < TIMEOUT:
-        qt.QTimer.fire_all()                                                    # what the 200 ms QTimer does in Slicer
-        values.append(ui.neuralizerProgressBar.value)
-        time.sleep(0.05)
+    values = wait_for_background_run(TIMEOUT, lambda: ui.neuralizerProgressBar.value)
     assert ui.neuralizerStatusLabel.text.startswith("Neuralizer done in "), \
         ui.neuralizerStatusLabel.text + ui.neuralizerLogTextEdit.toPlainText()
     assert ui.neuralizerProgressBar.value == 100 and values and len(set(fractions)) > 2

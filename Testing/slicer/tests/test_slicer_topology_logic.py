@@ -18,7 +18,7 @@ import slicer
 import slicer.util
 
 from toporeg_slicer_testing import (MODULE_DIR, MiniSlicer, assert_overlay_on_every_slice_view, blended_slice, blobs,
-                                    oblique_affine)
+                                    oblique_affine, record_progress, wait_for_background_run)
 from toporeg.errors import InputError
 from toporeg.io import Volume
 from TopoRegLogic import nodes
@@ -398,16 +398,10 @@ def test_compute_button_runs_the_cli_and_shows_the_heatmap(widget):
     ui = widget.ui
     ui.presetComboBox.setCurrentText("fast")
     ui.deviceComboBox.setCurrentText("cpu")
-    panel, fractions = widget.w.topologyPanel, []
-    shown = panel.onProgress
-    panel.onProgress = lambda event: (fractions.append(event.fraction), shown(event))  # every event, not polls
+    fractions = record_progress(widget.w.topologyPanel)
     ui.computeHeatmapButton.click()
     assert ui.topologyStatusLabel.text == "Running..." and ui.topologyCancelButton.enabled
-    start, values = time.monotonic(), []
-    while qt.QTimer.active and time.monotonic() - start < TIMEOUT:
-        qt.QTimer.fire_all()                                     # what the 200 ms QTimer does in Slicer
-        values.append(ui.topologyProgressBar.value)
-        time.sleep(0.05)
+    values = wait_for_background_run(TIMEOUT, lambda: ui.topologyProgressBar.value)
     assert ui.topologyStatusLabel.text.startswith("Heatmap done in "), ui.topologyStatusLabel.text + \
         ui.topologyLogTextEdit.toPlainText()
     assert ui.topologyProgressBar.value == 100 and values and len(set(fractions)) > 2

@@ -3,7 +3,6 @@ over real MRML; Apply runs the real `toporeg` CLI in a child process (SlicerNNUn
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ import SimpleITK as sitk
 import slicer
 import slicer.util
 
-from toporeg_slicer_testing import blobs, correlation, oblique_affine
+from toporeg_slicer_testing import blobs, correlation, oblique_affine, wait_for_background_run
 from toporeg.io import Volume
 from TopoRegLogic import nodes
 from TopoRegLogic import transform_nodes as tn
@@ -101,11 +100,7 @@ def test_apply_runs_the_cli_in_the_background_and_shows_the_result(widget):
     ui.applyButton.click()
     assert ui.statusLabel.text == "Running..." and ui.cancelButton.enabled and not ui.applyButton.enabled
     assert ui.progressBar.visible and qt.QTimer.active
-    start, values = time.monotonic(), []
-    while qt.QTimer.active and time.monotonic() - start < TIMEOUT:
-        qt.QTimer.fire_all()                                 # what the 200 ms QTimer does in Slicer
-        values.append(ui.progressBar.value)
-        time.sleep(0.05)
+    values = wait_for_background_run(TIMEOUT, lambda: ui.progressBar.value)
     assert ui.statusLabel.text.startswith("Done in "), ui.statusLabel.text
     assert "folding" in ui.statusLabel.text and ui.progressBar.value == 100
     assert values == sorted(values) and len(set(values)) > 2                 # progress moved forward
@@ -160,10 +155,7 @@ def test_closing_the_scene_stops_a_running_registration(widget):
 
 
 def _run_to_end(w):
-    start = time.monotonic()
-    while qt.QTimer.active and time.monotonic() - start < TIMEOUT:
-        qt.QTimer.fire_all()                                 # what the 200 ms QTimer does in Slicer
-        time.sleep(0.05)
+    wait_for_background_run(TIMEOUT)
     return w.ui.statusLabel.text
 
 

@@ -3,7 +3,6 @@ real `toporeg segment` CLI with the tiny trained model of support/uncertainty_te
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,6 +10,7 @@ import pytest
 import qt
 import slicer
 
+from toporeg_slicer_testing import record_progress, wait_for_background_run
 from uncertainty_testing import TIMEOUT, input_node
 
 
@@ -58,17 +58,11 @@ def test_apply_runs_the_cli_and_next_sample_cycles(widget, tiny_segmentation_mod
     assert ui.uncertaintyModelComboBox.currentText == str(tiny_segmentation_model)
     ui.uncertaintySamplesSpinBox.value = 2
     ui.deviceComboBox.setCurrentText("cpu")
-    panel, fractions = widget.w.uncertaintyPanel, []
-    shown = panel.onProgress
-    panel.onProgress = lambda event: (fractions.append(event.fraction), shown(event))  # every event, not polls
+    fractions = record_progress(widget.w.uncertaintyPanel)
     ui.uncertaintyApplyButton.click()
     assert ui.uncertaintyStatusLabel.text == "Running..." and ui.uncertaintyCancelButton.enabled
     assert not ui.uncertaintyApplyButton.enabled and not ui.nextSampleButton.enabled
-    start, values = time.monotonic(), []
-    while qt.QTimer.active and time.monotonic() - start < TIMEOUT:
-        qt.QTimer.fire_all()                                                 # what the 200 ms QTimer does in Slicer
-        values.append(ui.uncertaintyProgressBar.value)
-        time.sleep(0.05)
+    values = wait_for_background_run(TIMEOUT, lambda: ui.uncertaintyProgressBar.value)
     assert ui.uncertaintyStatusLabel.text.startswith("Segmentation done in "), \
         ui.uncertaintyStatusLabel.text + ui.uncertaintyLogTextEdit.toPlainText()
     assert ui.uncertaintyProgressBar.value == 100 and values and len(set(fractions)) > 2
