@@ -11,10 +11,10 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..data import sample_path
+from .metrics import mask_dice
 from ..geometry import resample_to_spacing
 from ..io import load_volume
 from ..registration import preset, register
@@ -26,11 +26,6 @@ def one_mm_pair():
     fixed_mask = resample_to_spacing(load_volume(sample_path("mni152_brainmask_2mm.nii.gz"), is_label=True), 1.0)
     moving_mask = resample_to_spacing(load_volume(sample_path("colin27_brainmask_2mm.nii.gz"), is_label=True), 1.0)
     return fixed, moving, fixed_mask, moving_mask
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a > 0, b > 0
-    return float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             times.append(time.perf_counter() - start)
         rows.append({"preset": name, "seconds_first": round(times[0], 3), "seconds_best": round(min(times), 3),
                      "registration_seconds": result.timings.get("registration_seconds"),
-                     "brain_mask_dice": round(dice(result.warp_volume(moving_mask).data, fixed_mask.data), 4),
+                     "brain_mask_dice": round(mask_dice(result.warp_volume(moving_mask).data, fixed_mask.data), 4),
                      "folding_percent": round(100 * result.folding_fraction, 5)})
         print(json.dumps(rows[-1]), flush=True)
     info = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",

@@ -42,6 +42,12 @@ def warp_with_physical_field(moving: Volume, fixed: Volume, u_ras: np.ndarray,
     return tensor_to_volume(out, fixed, dtype=np.float32)
 
 
+def mask_dice(a: Volume | np.ndarray, b: Volume | np.ndarray) -> float:
+    """Dice of the non-zero voxels of two images (0 when both are empty)."""
+    a, b = _array(a) > 0, _array(b) > 0
+    return float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))
+
+
 def dice_per_label(labels_a: Volume | np.ndarray, labels_b: Volume | np.ndarray,
                    exclude_background: bool = True) -> dict[int, float]:
     """Dice of each label value present in `labels_a` (the fixed labels); absent in b scores 0."""

@@ -33,6 +33,8 @@ from ..neuralizer.bootstrap import bootstrap_context
 from ..neuralizer.data import NeuralizerData
 from ..neuralizer.data_cache import NEURALIZER_CACHE
 from ..neuralizer.scoring import score
+from ..neuralizer.tasks import SEGMENT, TASKS
+from .metrics import mask_dice
 from .neuralizer_baseline import predict, train_task_unet
 
 
@@ -85,7 +87,7 @@ def run_task(model: torch.nn.Module, max_context: int, data: NeuralizerData, bt:
     for r in range(opts.repeats):
         seed = opts.seed * 1000 + 17 * r + 1
         fixed = _fix_task(data, bt, seed)
-        instances.append({k: v for k, v in fixed.items()})
+        instances.append(dict(fixed))
         for n in opts.sizes:
             ep = data.fixed_episode(bt.task, n_context=n, seed=seed + n, **fixed)
             seg = bool(ep["is_segment"][0])
@@ -104,7 +106,7 @@ def run_task(model: torch.nn.Module, max_context: int, data: NeuralizerData, bt:
                 example = {"target_in": ep["target_in"][0, 0].numpy(), "target_out": ep["target_out"][0, 0].numpy(),
                            "context_in": ep["context_in"][0, 0, 0].numpy(), "context_out": ep["context_out"][0, 0, 0].numpy(),
                            "neuralizer": y[0, 0].numpy(), "unet": y_unet[0, 0].numpy(), "n": n}
-    metric = "Dice" if bt.task in ("segment", "skull_strip") else "PSNR (dB)"
+    metric = "Dice" if TASKS[bt.task].kind == SEGMENT else "PSNR (dB)"
     return {"name": bt.name, "task": bt.task, "seen": bt.seen, "metric": metric, "instances": instances,
             "scores": {str(n): {k: float(np.mean(v)) for k, v in rows[n].items()} for n in opts.sizes},
             "raw": {str(n): rows[n] for n in opts.sizes}, "example": example}
@@ -154,7 +156,7 @@ def time_slices(model: torch.nn.Module, max_context: int, device: str, repeats: 
             "threads": torch.get_num_threads()}
 
 
-def time_volume(model_path: Path, data: NeuralizerData, n_contexts: int, cache: dict[str, Any]) -> dict[str, Any]:
+def time_volume(model_path: Path, n_contexts: int, cache: dict[str, Any]) -> dict[str, Any]:
     """The whole `neuralize` pipeline on the Colin27 volume with `n_contexts` MNI152 (image, AAL) pairs."""
     from ..neuralizer.inference import neuralize
     from .neuralizer_volume import colin27_volume_case
@@ -163,12 +165,10 @@ def time_volume(model_path: Path, data: NeuralizerData, n_contexts: int, cache: 
     t0 = time.perf_counter()
     result = neuralize(target, contexts, model=model_path, task="segment", label_value=label, device="cpu")
     seconds = time.perf_counter() - t0
-    pred = np.asarray(result.prediction.data) > 0
     ref = np.asarray(reference.data) == label
-    dice = 2 * float((pred & ref).sum()) / max(float(pred.sum() + ref.sum()), 1.0)
+    dice = mask_dice(result.prediction, ref)
     slices = target.data.shape[2]
-    context = np.asarray(cache["mni152_aal"]) == label  # the context label, perfectly aligned: "copy"
-    copy = 2 * float((context & ref).sum()) / max(float(context.sum() + ref.sum()), 1.0)
+    copy = mask_dice(np.asarray(cache["mni152_aal"]) == label, ref)  # the context label, perfectly aligned
     return {"seconds": seconds, "slices": int(slices), "contexts": n_contexts, "label": label, "dice_3d": dice,
             "copy_dice_3d": copy,
             "timings": result.report.get("timings", {}), "volume": "Colin27 2 mm (held out), axial"}
@@ -191,7 +191,7 @@ def run_benchmark(opts: BenchOptions) -> list[Path]:
         print(f"{bt.name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     timing = {"cpu_slice": time_slices(model, max_context, "cpu"),
               "gpu_slice": time_slices(model, max_context, "cuda") if torch.cuda.is_available() else None,
-              "cpu_volume": time_volume(path, data, opts.volume_contexts, cache)}
+              "cpu_volume": time_volume(path, opts.volume_contexts, cache)}
     doc = {"command": opts.command, "model": path.name, "card": {k: card.get(k) for k in ("training", "converged")},
            "max_context": max_context, "sizes": list(opts.sizes), "repeats": opts.repeats,
            "baseline_steps": opts.baseline_steps, "tasks": tasks, "targets": targets(tasks, opts.sizes),

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 
+from ..bench.metrics import mask_dice
 from ..data import sample_path
 from ..geometry import resample_to
 from ..io import load_volume, save_volume
@@ -38,11 +38,6 @@ def run(args: argparse.Namespace) -> int:
     return run_with_outputs(args, "demo", _demo)
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a > 0, b > 0
-    return float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))
-
-
 def _demo(args: argparse.Namespace, out: Path, progress, timings) -> dict:
     with timings.stage("load"):
         fixed, fixed_mask = load_volume(sample_path(FIXED)), load_volume(sample_path(FIXED_MASK), is_label=True)
@@ -56,8 +51,8 @@ def _demo(args: argparse.Namespace, out: Path, progress, timings) -> dict:
         files = result.save(out / "registration", moving_labels=labels)
         warped_mask = result.warp_volume(moving_mask)
         save_volume(warped_mask, out / "registration" / "warped_brainmask.nii.gz")
-    before = dice(resample_to(moving_mask, fixed).data, fixed_mask.data)
-    after = dice(warped_mask.data, fixed_mask.data)
+    before = mask_dice(resample_to(moving_mask, fixed).data, fixed_mask.data)
+    after = mask_dice(warped_mask.data, fixed_mask.data)
     timings.update({f"registration.{k}": v for k, v in result.timings.items()})
     return {
         "fixed": {"file": FIXED, "geometry": fixed.describe()},
