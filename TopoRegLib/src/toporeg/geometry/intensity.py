@@ -11,7 +11,11 @@ def percentile_normalize(data: np.ndarray, lower: float = 1.0, upper: float = 99
 
     Percentiles instead of min/max keep one hot voxel or a dark background from squashing the contrast.
     """
-    lo, hi = percentile_bounds(data, lower, upper, mask=mask)
+    return normalize_to_bounds(data, *percentile_bounds(data, lower, upper, mask=mask), clip=clip)
+
+
+def normalize_to_bounds(data: np.ndarray, lo: float, hi: float, *, clip: bool = True) -> np.ndarray:
+    """(data − lo) / (hi − lo) as float32, clipped to [0, 1] by default: the map `percentile_normalize` applies."""
     out = (data.astype(np.float32) - np.float32(lo)) / np.float32(hi - lo)
     return np.clip(out, 0.0, 1.0) if clip else out
 

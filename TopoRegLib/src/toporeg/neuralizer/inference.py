@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..geometry import percentile_bounds, resample_to, tensor_to_volume, volume_to_tensor
+from ..geometry import normalize_to_bounds, percentile_bounds, resample_to, tensor_to_volume, volume_to_tensor
 from ..io import Volume, save_volume
 from ..models.inference import PERCENTILES
 from ..progress import CancelToken, Progress, ticker
@@ -123,7 +123,7 @@ def _normalised(volume: Volume) -> tuple[Volume, tuple[float, float]]:
     """Percentile-normalised (0.5/99.5, clipped) float32 copy over the native voxels, and its (lo, hi)."""
     data = np.asarray(volume.data, np.float32)
     lo, hi = percentile_bounds(data, *PERCENTILES)
-    return volume.with_data(np.clip((data - np.float32(lo)) / np.float32(hi - lo), 0, 1), is_label=False), (lo, hi)
+    return volume.with_data(normalize_to_bounds(data, lo, hi), is_label=False), (lo, hi)
 
 
 def _grid_tensor(volume: Volume, grid: Volume, dev, *, transform=None, mode: str = "linear") -> torch.Tensor:
