@@ -17,11 +17,12 @@ Everything is torch, seeded through one `RandomFields`.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from ..config_dict import DictConfig
 from ..segmentation.head_synthesis import IntensityConfig, label_image
 from ..segmentation.scoring import dilate
 from ..training.synth import RandomFields
@@ -29,7 +30,7 @@ from ..transforms.sampling import identity_grid
 
 
 @dataclass
-class DataAugConfig:
+class DataAugConfig(DictConfig):
     """Per-member (data) augmentation."""
     rotation_deg: float = 10.0
     scale: float = 0.1
@@ -42,16 +43,9 @@ class DataAugConfig:
     bias: float = 0.2                               # max std of the log bias field
     noise: tuple[float, float] = (0.0, 0.02)
 
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "DataAugConfig":
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in dict(d or {}).items()})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 @dataclass
-class TaskAugConfig:
+class TaskAugConfig(DictConfig):
     """Probabilities of the task augmentations (our choices; the paper's Fig. 10 tree is not in its text)."""
     mask: float = 0.3             # OneOf(MaskContour, MaskDilation) on segmentation outputs
     contour: float = 0.5          # ... of which MaskContour
@@ -62,13 +56,6 @@ class TaskAugConfig:
     extra_channels: tuple[float, float, float] = (0.6, 0.25, 0.15)  # P(1, 2, 3 input modalities), segment tasks
     duplicate: float = 0.3        # DuplicateChannels: per empty channel
     permute: float = 0.5          # PermuteChannels
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "TaskAugConfig":
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in dict(d or {}).items()})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # --- data augmentation (differs per member) ---------------------------------------------------------------------

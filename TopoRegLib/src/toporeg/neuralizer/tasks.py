@@ -18,12 +18,13 @@ Every input image is percentile-normalised (0.5/99.5) as at inference; empty cha
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from ..config_dict import DictConfig
 from ..segmentation.head_synthesis import HeadConfig, IntensityConfig, head_labels, label_image
 from ..training.synth import RandomFields
 from ..training.templates import percentile_normalise_torch
@@ -55,7 +56,7 @@ HELD_OUT_TASKS = ("bias_removal",)
 
 
 @dataclass
-class TaskConfig:
+class TaskConfig(DictConfig):
     """Ranges of the per-episode task parameters."""
     whole_head: float = 0.3                       # P(whole-head input) for every task but skull_strip (always)
     labels: tuple[int, int] = (1, 3)              # labels joined into one segmentation mask
@@ -67,13 +68,6 @@ class TaskConfig:
     hole_fraction: tuple[float, float] = (0.05, 0.3)
     hole_spacing: tuple[float, float] = (4.0, 12.0)
     bias_strength: tuple[float, float] = (0.3, 0.8)
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "TaskConfig":
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in dict(d or {}).items()})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass

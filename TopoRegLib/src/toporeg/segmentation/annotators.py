@@ -11,26 +11,20 @@ of masks, and the K strata give the ensemble disjoint annotator sets as in Czolb
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
+from ..config_dict import DictConfig
 from ..training.synth import RandomFields
 
 
 @dataclass
-class AnnotatorConfig:
+class AnnotatorConfig(DictConfig):
     n: int = 4
     threshold: tuple[float, float] = (0.25, 0.75)
     boundary: float = 0.15                         # perturbation amplitude (probability units, at p = ½)
     spacing: tuple[float, float] = (4.0, 10.0)     # voxels between control points of the perturbation
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "AnnotatorConfig":
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in dict(d or {}).items()})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def thresholds(rng: RandomFields, batch: int, n: int, lo: float, hi: float) -> torch.Tensor:

@@ -18,13 +18,14 @@ gamma, bias field, noise and the inference-time percentile normalisation. 2D amb
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
+from ..config_dict import DictConfig
 from ..training.dataset_cache import DEFAULT_CACHE, GRID_SPACING, TEMPLATES, TISSUE_LABELS, load_cache
 from ..training.templates import TemplateAugmenter
 from ..transforms.sampling import sample
@@ -47,7 +48,7 @@ def task_labels(task: str, structure: str = "white matter") -> dict[int, str]:
 
 
 @dataclass
-class SegDataConfig:
+class SegDataConfig(DictConfig):
     whole_head: float = 0.5        # probability of a whole-head image (else skull-stripped)
     synthetic: float = 0.35        # probability of full label-to-image synthesis (else real brain intensities)
     real_head: float = 0.5         # whole head, real intensities, template has a real head: use it (else hybrid)
@@ -62,10 +63,8 @@ class SegDataConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "SegDataConfig":
+        """As DictConfig's, but lists stay lists (`ambiguous_crop` is one)."""
         return cls(**dict(d or {}))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def training_templates(hold_out: str | None) -> list[str]:

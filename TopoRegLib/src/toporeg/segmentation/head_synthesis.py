@@ -17,11 +17,12 @@ Segmentation targets never see these labels: they are 0 outside the brain. Torch
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from ..config_dict import DictConfig
 from ..filters import gaussian_smooth
 from ..training.synth import RandomFields
 
@@ -35,7 +36,7 @@ SOFT_RANGE = (0.05, 1.2)
 
 
 @dataclass
-class HeadConfig:
+class HeadConfig(DictConfig):
     csf_mm: tuple[float, float] = (0.5, 4.0)
     skull_mm: tuple[float, float] = (3.0, 9.0)
     thickness_jitter_mm: float = 1.5
@@ -47,28 +48,14 @@ class HeadConfig:
     soft_labels: int = 5
     soft_spacing: tuple[float, float] = (3.0, 10.0)
 
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "HeadConfig":
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in dict(d or {}).items()})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 @dataclass
-class IntensityConfig:
+class IntensityConfig(DictConfig):
     t1_prior: float = 0.7                     # probability of T1-like ranges (else every label uniform in [0, 1])
     texture: tuple[float, float] = (0.0, 0.05)  # std of within-label fine texture
     blur: tuple[float, float] = (0.0, 1.2)    # Gaussian sigma, voxels
     resolution: float = 0.3                   # probability of a coarser acquisition along one random axis
     resolution_factor: tuple[float, float] = (1.5, 4.0)
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "IntensityConfig":
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in dict(d or {}).items()})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _field(rng: RandomFields, batch: int, shape: tuple[int, ...], spacing: tuple[float, float],

@@ -11,18 +11,19 @@ gamma, additive noise, then min–max to [0, 1]. Everything is torch on the gene
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from ..config_dict import DictConfig
 from ..filters import gaussian_smooth
 from ..transforms.integration import integrate_svf
 from ..transforms.sampling import resize_displacement, warp_labels
 
 
 @dataclass
-class SynthConfig:
+class SynthConfig(DictConfig):
     n_labels: int = 16
     label_spacing: tuple[float, float] = (10.0, 28.0)     # control-point spacing (voxels) of the label noise
     label_warp: float = 3.0                              # max std (voxels) of the SVF roughening label shapes
@@ -35,17 +36,6 @@ class SynthConfig:
     noise: tuple[float, float] = (0.0, 0.05)
     same_contrast: bool = True
     zero_background: float = 0.5                         # probability that label 0 is black (brain-like)
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "SynthConfig":
-        d = dict(d or {})
-        for k, v in d.items():
-            if isinstance(v, list):
-                d[k] = tuple(v)
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class RandomFields:

@@ -14,19 +14,20 @@ moving one, augmented in-plane.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..config_dict import DictConfig
 from ..transforms.sampling import identity_grid, sample
 from .dataset_cache import INTENSITY_PERCENTILES, TEMPLATES, load_cache
 from .synth import RandomFields
 
 
 @dataclass
-class AugmentConfig:
+class AugmentConfig(DictConfig):
     rotation_deg: float = 8.0
     scale: float = 0.08
     shear: float = 0.03
@@ -39,14 +40,6 @@ class AugmentConfig:
     noise: tuple[float, float] = (0.0, 0.03)
     same_template_prob: float = 0.3
     slice_jitter: int = 2
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "AugmentConfig":
-        d = {k: tuple(v) if isinstance(v, list) else v for k, v in dict(d or {}).items()}
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _rotation(angles: torch.Tensor, ndim: int) -> torch.Tensor:
