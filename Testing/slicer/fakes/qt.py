@@ -3,7 +3,8 @@
 Desktop Slicer's `qt` module does not exist in the slicer-core wheel. This fake provides only what
 `TopoReg.py`, `slicer.util.loadUI` / `childWidgetVariables` and the fake parameter-node wrapper touch:
 
-- `Signal` with `connect` / `disconnect` / `emit`, and PythonQt's `obj.connect("clicked(bool)", slot)`;
+- `Signal` with `connect` / `disconnect` / `emit` (in fake_qt_core.py, with QObject / QLayout / QWidget), and
+  PythonQt's `obj.connect("clicked(bool)", slot)`;
   like PythonQt, a slot taking fewer arguments than the signal sends is called with the first ones.
 - `QUiLoader().load(QFile(path))` (in fake_qt_uiloader.py) builds these widgets from a Qt Designer file.
 - `QTimer` never fires by itself: tests call `QTimer.fire_all()` (or `timer.timeout.emit()`).
@@ -13,128 +14,8 @@ Nothing is drawn; no event loop exists.
 
 from __future__ import annotations
 
-import inspect
-
-
-class Signal:
-    def __init__(self):
-        self._slots = []
-
-    def connect(self, slot):
-        self._slots.append(slot)
-
-    def disconnect(self, slot=None):
-        self._slots = [] if slot is None else [s for s in self._slots if s != slot]
-
-    def emit(self, *args):
-        for slot in list(self._slots):
-            slot(*args[:_arity(slot, len(args))])
-
-
-def _arity(slot, available: int) -> int:
-    try:
-        params = inspect.signature(slot).parameters.values()
-    except (TypeError, ValueError):
-        return available
-    if any(p.kind == p.VAR_POSITIONAL for p in params):
-        return available
-    return min(available, sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params))
-
-
-class QObject:
-    SIGNALS: tuple[str, ...] = ()
-
-    def __init__(self, parent=None):
-        self._children, self._properties, self._class_name = [], {}, type(self).__name__
-        self.name = ""
-        for cls in type(self).__mro__:
-            for signal in getattr(cls, "SIGNALS", ()):
-                if signal not in self.__dict__:
-                    setattr(self, signal, Signal())
-        if parent is not None:
-            parent._children.append(self)
-
-    def connect(self, signature: str, slot):
-        getattr(self, signature.split("(")[0]).connect(slot)
-
-    def disconnect(self, signature: str, slot=None):
-        getattr(self, signature.split("(")[0]).disconnect(slot)
-
-    def children(self):
-        return list(self._children)
-
-    def findChildren(self, _cls=None):
-        found = []
-        for child in self._children:
-            found += [child, *child.findChildren(_cls)]
-        return found
-
-    def objectName(self):
-        return self.name
-
-    def setObjectName(self, name):
-        self.name = name
-
-    def property(self, name):
-        return self._properties.get(name)
-
-    def setProperty(self, name, value):
-        self._properties[name] = value
-        if not name[:1].isupper():  # Qt properties are attributes in PythonQt; dynamic ones are not
-            setattr(self, name, value)
-
-    def className(self):
-        return self._class_name
-
-    def isWidgetType(self):
-        return True
-
-
-class QLayout(QObject):
-    def __init__(self, parent=None):
-        super().__init__(None)
-        self.items = []
-        if parent is not None:
-            parent.setLayout(self)
-
-    def addWidget(self, widget, *args):
-        self.items.append(widget)
-
-    def addStretch(self, *args):
-        pass
-
-
-QVBoxLayout = QHBoxLayout = QFormLayout = QGridLayout = QLayout
-
-
-class QWidget(QObject):
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self.enabled, self.visible, self.toolTip, self._layout = True, True, "", None
-
-    def setLayout(self, layout):
-        self._layout = layout
-
-    def layout(self):
-        return self._layout
-
-    def setEnabled(self, value):
-        self.enabled = bool(value)
-
-    def isEnabled(self):
-        return self.enabled
-
-    def setVisible(self, value):
-        self.visible = bool(value)
-
-    def show(self):
-        self.visible = True
-
-    def hide(self):
-        self.visible = False
-
-    def setToolTip(self, text):
-        self.toolTip = text
+from fake_qt_core import (QFormLayout, QGridLayout, QHBoxLayout, QLayout, QObject, QVBoxLayout,  # noqa: F401
+                          QWidget, Signal)  # the fake qt module re-exports its base classes
 
 
 class QLabel(QWidget):
