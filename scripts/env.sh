@@ -18,17 +18,20 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   "${PIP[@]}" "torch==2.13.0"
   # Real MRML without the desktop app: trame-slicer[standalone] pins slicer-core 5.11 + vtk 9.6.0.
   "${PIP[@]}" "trame-slicer[standalone]==2.0.0"
-  "${PIP[@]}" -e "$ROOT/TopoRegLib[test,bench]"
+  "${PIP[@]}" -e "$ROOT/TopoRegLib[test,bench,cohort]"
   echo "$WANT" > "$STAMP"
 fi
-# Real brains for the benchmark cases (Colin27 + AAL): Debian's mricron-data, when apt is usable.
-# Optional: the tests that need it skip with a visible reason when it is missing.
-if [ ! -f /usr/share/mricron/templates/ch2.nii.gz ] && [ ! -f "$VENV/.mricron-tried" ] && [ "$(id -u)" = 0 ] \
-   && command -v apt-get >/dev/null; then
-  echo "[toporeg] installing Debian mricron-data (benchmark brains)" >&2
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mricron-data) >/dev/null 2>&1 \
-    || echo "[toporeg] mricron-data not installed; benchmark-data tests will be skipped" >&2
-  touch "$VENV/.mricron-tried"
+# Debian packages, when apt is usable: mricron-data (Colin27 + AAL, the benchmark brains) and chromium +
+# chromium-driver (the browser panel's end-to-end tests). Optional: the tests that need them skip with a
+# visible reason when they are missing.
+DEBS=()
+[ -f /usr/share/mricron/templates/ch2.nii.gz ] || DEBS+=(mricron-data)
+command -v chromium >/dev/null && command -v chromedriver >/dev/null || DEBS+=(chromium chromium-driver)
+if [ "${#DEBS[@]}" -gt 0 ] && [ ! -f "$VENV/.debs-tried" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "[toporeg] installing Debian packages: ${DEBS[*]}" >&2
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${DEBS[@]}") >/dev/null 2>&1 \
+    || echo "[toporeg] could not install ${DEBS[*]}; the tests that need them will be skipped" >&2
+  touch "$VENV/.debs-tried"
 fi
 export PATH="$VENV/bin:$PATH"
 export VTK_DEFAULT_OPENGL_WINDOW="${VTK_DEFAULT_OPENGL_WINDOW:-vtkEGLRenderWindow}"
