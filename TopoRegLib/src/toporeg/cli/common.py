@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -43,7 +44,9 @@ def make_progress(args: argparse.Namespace) -> Progress:
 def run_with_outputs(args: argparse.Namespace, command: str, body: Body) -> int:
     """Run `body` writing into a temporary folder that replaces nothing until it succeeds."""
     progress = make_progress(args)
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # signal handlers can only be installed from the main thread (a dask worker runs jobs in another one)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
 
     def on_signal(signum, _frame):  # noqa: ANN001 - signal handler signature
         progress.token.cancel()

@@ -1,0 +1,86 @@
+"""From manifest rows to runnable tasks: device flags, shared control statistics, what a re-run can skip.
+
+Topology rows with a control set do not each recompute the control baselines (O(|C|²) fits): one `toporeg controls`
+task per distinct (control set, topology settings) computes them once on the first control's grid, and the rows
+read them with `--control-stats`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .manifest import Job, parsed_arguments
+from .records import ChecksumCache, is_finished, job_dir
+
+SHARED_PREFIX = "_controls-"
+
+
+@dataclass
+class Task:
+    """One unit of work for a worker; `needs` are the ids of tasks that must finish first."""
+
+    job: Job
+    checksums: dict[str, str]
+    needs: list[str] = field(default_factory=list)
+    skip: bool = False                     # finished by an earlier run with the same arguments and inputs
+
+    @property
+    def id(self) -> str:
+        return self.job.id
+
+    def payload(self, out: Path, *, retries: int, cancel_file: Path | None, threads: int | None) -> dict[str, Any]:
+        """The plain dict a worker receives (picklable, no library objects)."""
+        return {"id": self.id, "operation": self.job.operation, "argv": self.job.argv, "checksums": self.checksums,
+                "out": str(out), "retries": retries, "cancel_file": str(cancel_file) if cancel_file else None,
+                "threads": threads}
+
+
+def plan_tasks(jobs: list[Job], out: Path, *, device: str | None = None) -> list[Task]:
+    """Tasks in submission order (shared statistics first); finished ones marked `skip`."""
+    checksum = ChecksumCache()
+    shared: dict[str, Task] = {}
+    tasks: list[Task] = []
+    for job in jobs:
+        job = _with_device(job, device)
+        needs = []
+        if job.controls:
+            stats = _control_statistics_job(job, out, device)
+            if stats.id not in shared:
+                shared[stats.id] = Task(stats, checksum.of(stats))
+            needs.append(stats.id)
+            job = Job(job.id, job.operation, job.argv + ["--control-stats", str(job_dir(out, stats.id))],
+                      [p for p in job.inputs if p not in job.controls] + [job_dir(out, stats.id)], job.row,
+                      [], job.options)
+        checksums = {str(p): checksum(p) for p in job.inputs if not _is_shared(str(p), out)}
+        tasks.append(Task(job, checksums, needs))
+    ordered = list(shared.values()) + tasks
+    for task in ordered:
+        task.skip = is_finished(out, task.job, task.checksums) and all(shared[n].skip for n in task.needs)
+    return ordered
+
+
+def _with_device(job: Job, device: str | None) -> Job:
+    if device is None or any(o == "--device" or o.startswith("--device=") for o in job.options):
+        return job
+    return Job(job.id, job.operation, job.argv + ["--device", device], job.inputs, job.row, job.controls,
+               job.options)
+
+
+def _control_statistics_job(job: Job, out: Path, device: str | None) -> Job:
+    """`toporeg controls` with the row's topology settings; its id is a hash of the controls and settings."""
+    args = parsed_arguments(job)
+    flags = ["--method", args.method, "--features", args.features, "--preset", args.preset,
+             "--iterations", str(args.iterations), "--device", args.device]
+    flags += ["--model", args.model] if args.model else []
+    flags += ["--deepsim-model", args.deepsim_model] if args.deepsim_model else []
+    argv = ["controls", *map(str, job.controls), *flags]
+    key = hashlib.sha256("\0".join(argv).encode()).hexdigest()[:12]
+    return Job(f"{SHARED_PREFIX}{key}", "controls", argv, list(job.controls), job.row)
+
+
+def _is_shared(path: str, out: Path) -> bool:
+    """A shared statistics folder is covered by its own task's checksums (it does not exist before it runs)."""
+    return Path(path).parent == out / "jobs" and Path(path).name.startswith(SHARED_PREFIX)
