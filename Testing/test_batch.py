@@ -199,3 +199,22 @@ def test_cancel_file_stops_the_batch_and_a_rerun_finishes_it(cohort, tmp_path):
     cancel.unlink()
     assert _batch(manifest, out, "--scheduler", "serial", "--cancel-file", str(cancel)) == 0
     assert sorted(p.name for p in (out / "jobs").iterdir()) == ["c0", "c1", "c2", "c3"]
+
+
+def test_topology_rows_share_one_control_statistics_task(cohort, tmp_path):
+    controls = f"{cohort}/s1.nii.gz;{cohort}/s2.nii.gz"
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("id,operation,fixed,moving,controls,options\n" + "\n".join(
+        f"t{i},topology,{cohort}/s{i}.nii.gz,{cohort}/s{2 - i}.nii.gz,{controls},--fast --iterations 5"
+        for i in range(2)) + "\n")
+    out = tmp_path / "out"
+    assert _batch(manifest, out, "--scheduler", "serial") == 0
+    shared = sorted(p.name for p in (out / "jobs").iterdir() if p.name.startswith("_controls-"))
+    assert len(shared) == 1 and (out / "jobs" / shared[0] / "mean_control_heatmap.nii.gz").is_file()
+    for job in ("t0", "t1"):
+        report = json.loads((out / "jobs" / job / "report.json").read_text())
+        assert report["settings"]["control_stats"] == str(out / "jobs" / shared[0])
+        outlier = load_volume(out / "jobs" / job / "outlier.nii.gz")
+        assert outlier.grid_shape == (48, 48) and np.isfinite(np.asarray(outlier.data)).all()
+    assert _batch(manifest, out, "--scheduler", "serial") == 0
+    assert json.loads((out / "batch_report.json").read_text())["totals"]["skipped"] == 3

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import argparse
 
-BENCHMARKS = ("registration", "topology", "uncertainty", "neuralizer")
+BENCHMARKS = ("registration", "topology", "uncertainty", "neuralizer", "batch")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="run a benchmark (registration, topology, uncertainty, neuralizer) and write its table, JSON "
+    p = sub.add_parser("bench", help="run a benchmark (registration, topology, uncertainty, neuralizer, batch) and write its table, JSON "
                                      "and figure", add_help=False)
     p.add_argument("benchmark", choices=BENCHMARKS)
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark (see --help after its name)")
@@ -17,6 +17,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.benchmark == "batch":
+        from ..bench.batch import main as batch_main
+
+        return batch_main(args.rest)
     if args.benchmark == "neuralizer":
         from ..bench.neuralizer import main as neuralizer_main
 

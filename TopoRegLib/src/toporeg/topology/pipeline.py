@@ -12,13 +12,12 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
 
 from ..errors import InputError
-from ..geometry import resample_to
 from ..models.inference import (WHOLE_HEAD_LITRES, learned_domain_messages, foreground, model_grid, network_input,
                                 whole_head_warning)
 from ..io import Volume
@@ -29,6 +28,10 @@ from ..transforms.affine import spatial_block
 from ..transforms.sampling import identity_grid
 from .optimize import PairFit, fit_pair, rescore
 from .score import SymmetricScore, control_set_baselines, outlier_score, symmetric_score
+from .work_grid import affine_onto_grid, to_target_grid
+
+if TYPE_CHECKING:
+    from .control_stats import ControlStatistics
 
 DISPLAY_RANGE_NATS = 1000.0  # display = log(1 + max(L − median_fg(L), 0)) / log(1 + 1000), clipped to [0, 1]
 
@@ -143,16 +146,20 @@ class PairFitterFactory:
 
 
 def topology_heatmap(fixed: Volume, moving: Volume, settings: TopologySettings | None = None, *,
-                     controls: Sequence[Volume] = (), fixed_mask: Volume | None = None,
-                     moving_mask: Volume | None = None, progress: Progress | None = None,
-                     device: str | torch.device = "auto") -> TopologyResult:
-    """L_sym(FIXED|MOVING) (and Q(FIXED) against `controls`) on FIXED's native grid."""
+                     controls: Sequence[Volume] = (), control_stats: "ControlStatistics | None" = None,
+                     fixed_mask: Volume | None = None, moving_mask: Volume | None = None,
+                     progress: Progress | None = None, device: str | torch.device = "auto") -> TopologyResult:
+    """L_sym(FIXED|MOVING) (and Q(FIXED) against `controls`, or against precomputed `control_stats` so that a
+    cohort does not refit the O(|C|²) control baselines per image) on FIXED's native grid."""
     settings = settings or TopologySettings()
     progress = progress or Progress()
     if fixed.spatial_ndim != moving.spatial_ndim:
         raise InputError(f"fixed is {fixed.spatial_ndim}D but moving is {moving.spatial_ndim}D")
     if len(controls) == 1:
         raise InputError("the outlier score needs at least two control images (got one)")
+    if controls and control_stats is not None:
+        raise InputError("give either control images or control statistics for the outlier score, not both")
+    stats_notes = control_stats.check_settings(settings) if control_stats is not None else []
     dev = resolve_device(device)
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -169,19 +176,26 @@ def topology_heatmap(fixed: Volume, moving: Volume, settings: TopologySettings |
     t0 = time.perf_counter()
     pair: SymmetricScore = symmetric_score(j, i, factory, init_mu=mu0, progress=progress.sub("topology", 0.3, 0.6))
     timings["topology_seconds"] = round(time.perf_counter() - t0, 3)
-    heat = _on_fixed(pair.l_sym, grid, fixed)
+    heat = to_target_grid(pair.l_sym, grid, fixed)
     display, legend = display_map(heat, foreground(fixed, fixed_mask, (1.0, 99.0)))
     outlier = None
     if controls:
         t0 = time.perf_counter()
-        control_t = [_control_on_grid(c, fixed, grid, settings, dev) for c in controls]
+        control_t = [affine_onto_grid(c, fixed, grid, settings.preset, dev)[0] for c in controls]
         baselines = control_set_baselines(control_t, factory, progress=progress.sub("controls", 0.6, 0.9))
         q, _ = outlier_score(j, control_t, factory, control_baselines=baselines,
                              progress=progress.sub("outlier", 0.9, 1.0))
-        outlier = Volume(_on_fixed(q, grid, fixed), fixed.affine)
+        outlier = Volume(to_target_grid(q, grid, fixed), fixed.affine)
+        timings["outlier_seconds"] = round(time.perf_counter() - t0, 3)
+    elif control_stats is not None:
+        from .control_stats import outlier_from_statistics  # imported here: control_stats builds on this module
+        t0 = time.perf_counter()
+        outlier = outlier_from_statistics(fixed, control_stats, fixed_mask=fixed_mask,
+                                          progress=progress.sub("outlier", 0.6, 1.0), device=dev)
         timings["outlier_seconds"] = round(time.perf_counter() - t0, 3)
     timings["total_seconds"] = round(time.perf_counter() - start, 3)
-    messages = reg.messages + domain_messages(fixed, moving, settings, factory.card, grid, fixed_mask, moving_mask)
+    messages = reg.messages + stats_notes + domain_messages(fixed, moving, settings, factory.card, grid,
+                                                            fixed_mask, moving_mask)
     return TopologyResult(
         heatmap=Volume(heat, fixed.affine), display=Volume(display, fixed.affine), legend=legend,
         registration=reg, forward=pair.forward, outlier=outlier, timings=timings,
@@ -217,22 +231,3 @@ def domain_messages(fixed: Volume, moving: Volume, settings: TopologySettings, m
     head = whole_head_warning(fg_moving, moving.spacing[:moving.spatial_ndim], card,
                               "give a moving mask or a skull-stripped image")
     return msgs + ([f"moving image: {head}"] if head else [])
-
-
-def _on_fixed(values: torch.Tensor, grid: Volume, fixed: Volume) -> np.ndarray:
-    """A (*S) map on the work grid as float32 on the fixed grid (linear resampling if the grids differ)."""
-    data = values.detach().cpu().numpy().astype(np.float32)
-    if grid is fixed:
-        return data
-    return np.asarray(resample_to(Volume(data, grid.affine), fixed, interpolation="linear").data,
-                      np.float32).reshape(fixed.grid_shape)
-
-
-def _control_on_grid(control: Volume, fixed: Volume, grid: Volume, settings: TopologySettings,
-                     dev: torch.device) -> torch.Tensor:
-    """A control image affinely registered to the fixed image and resampled onto the work grid."""
-    if control.spatial_ndim != fixed.spatial_ndim:
-        raise InputError(f"control image is {control.spatial_ndim}D but fixed is {fixed.spatial_ndim}D",
-                         control.meta.get("path"))
-    aff = register(fixed, control, preset(settings.preset).with_(transform="affine"), device=dev)
-    return network_input(control, grid, transform=aff.affine_ras, device=dev)
