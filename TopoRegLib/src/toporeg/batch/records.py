@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from ..io.atomic import atomic_path
 from .manifest import Job
 
 _CHUNK = 1 << 20
@@ -65,11 +65,13 @@ def record_path(out: Path, job_id: str) -> Path:
 def write_record(out: Path, record: dict[str, Any]) -> Path:
     """Write `OUT/records/ID.json` atomically (temporary file + rename)."""
     path = record_path(out, record["id"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomically(path, json.dumps(record, indent=2, default=str) + "\n")
     return path
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def read_record(out: Path, job_id: str) -> dict[str, Any] | None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from .plan import Task
+from .records import write_text_atomically
 from .runner import BatchRun
 from .worker import KEY_METRICS
 
@@ -57,15 +57,9 @@ def write_summary(out: Path, tasks: list[Task], run: BatchRun, command: list[str
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["id"])
     writer.writeheader()
     writer.writerows(rows)
-    _atomic_text(out / "summary.csv", buffer.getvalue())
-    _atomic_text(out / "summary.md", f"# Batch summary\n\n`{' '.join(command)}`\n\n" + markdown_table(rows)
+    write_text_atomically(out / "summary.csv", buffer.getvalue())
+    write_text_atomically(out / "summary.md", f"# Batch summary\n\n`{' '.join(command)}`\n\n" + markdown_table(rows)
                  + "\n" + ", ".join(f"{k}: {v}" for k, v in totals.items()) + "\n")
-    _atomic_text(out / "batch_report.json", json.dumps({"command": command, "totals": totals, "jobs": rows},
+    write_text_atomically(out / "batch_report.json", json.dumps({"command": command, "totals": totals, "jobs": rows},
                                                        indent=2, default=str) + "\n")
     return totals
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
