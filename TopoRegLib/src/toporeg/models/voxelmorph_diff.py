@@ -14,6 +14,7 @@ The prior (see `losses.kl_laplacian`) acts on v itself, not on v/2^T.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -95,10 +96,13 @@ class VoxelMorphDiff(nn.Module):
             return resize_displacement(disp, tuple(shape))
 
     def forward(self, moving: torch.Tensor, fixed: torch.Tensor, *, sample: bool | None = None,
-                int_steps: int | None = None, return_inverse: bool = False) -> VxmDiffOutput:
+                int_steps: int | None = None, return_inverse: bool = False,
+                noise_generators: Sequence[torch.Generator] | None = None) -> VxmDiffOutput:
+        """`noise_generators`: one per batch sample for its velocity draw (default: the global RNG), so that a
+        batch split across data-parallel processes draws the same noise as the whole batch in one process."""
         mean, logvar = self.predict_velocity(moving, fixed)
         sample = self.training if sample is None else sample
-        velocity = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean) if sample else mean
+        velocity = mean + torch.exp(0.5 * logvar) * _noise(mean, noise_generators) if sample else mean
         shape = tuple(moving.shape[2:])
         disp = self.integrate(velocity, shape, int_steps)
         warped = warp(moving.float(), disp)
@@ -107,3 +111,13 @@ class VoxelMorphDiff(nn.Module):
             inverse = self.integrate(-velocity, shape, int_steps)
             warped_fixed = warp(fixed.float(), inverse)
         return VxmDiffOutput(mean, logvar, velocity, disp, warped, inverse, warped_fixed, self.velocity_factor)
+
+
+def _noise(like: torch.Tensor, generators: Sequence[torch.Generator] | None) -> torch.Tensor:
+    """Standard normal noise shaped like `like`: from the global RNG, or sample b from `generators[b]`."""
+    if generators is None:
+        return torch.randn_like(like)
+    if len(generators) != like.shape[0]:
+        raise ValueError(f"{len(generators)} noise generators for a batch of {like.shape[0]}")
+    return torch.cat([torch.randn((1, *like.shape[1:]), generator=g, device=like.device, dtype=like.dtype)
+                      for g in generators])

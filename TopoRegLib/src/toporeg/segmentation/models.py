@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..reductions import batch_sum
 from .backbone import ResidualEncoder, ResidualUNet
 
 Metrics = dict[str, float]
@@ -61,14 +62,15 @@ def pick_annotator(image: torch.Tensor, target: torch.Tensor, generator: torch.G
 
 def soft_dice(logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Mean soft Dice of the foreground classes (1..C-1), each pooled over the batch and all voxels (batch Dice:
-    no 0/0 on slices without the class), averaged over the foreground classes present in the batch's target;
+    no 0/0 on slices without the class; a batch split across data-parallel processes is pooled whole, see
+    `toporeg.reductions`), averaged over the foreground classes present in the batch's target;
     1 when none is (nothing to reward: the cross-entropy alone then pushes false positives down). Softmax in
     float32 (bf16 autocast safe). A scalar in [0, 1]."""
     c = logits.shape[1]
     p = torch.softmax(logits.float(), dim=1)[:, 1:].transpose(0, 1).flatten(1)             # (C-1, N)
     y = F.one_hot(target, c).movedim(-1, 0)[1:].flatten(1).to(p.dtype)                    # (C-1, N)
-    size = y.sum(1)
-    dice = (2 * (p * y).sum(1) + eps) / (p.sum(1) + size + eps)
+    inter, p_sum, size = batch_sum(torch.stack([(p * y).sum(1), p.sum(1), y.sum(1)])).unbind(0)  # whole batch
+    dice = (2 * inter + eps) / (p_sum + size + eps)
     present = size > 0
     if not bool(present.any()):
         return torch.ones((), device=logits.device)

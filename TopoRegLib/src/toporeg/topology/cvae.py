@@ -19,6 +19,7 @@ import torch.nn as nn
 from ..geometry.tensors import pad_tensor_to_multiple
 from ..models.deepsim import DeepSimExtractor
 from ..models.unet import UNet, conv_nd
+from ..reductions import batch_mean
 from ..transforms.sampling import warp
 from .elbo import reconstruction_nll, score_terms
 from .features import IntensityFeatures, SemanticFeatures
@@ -104,7 +105,7 @@ class TopologyCVAE(nn.Module):
         if bool(self.sigma2_initialised):
             return
         residual = (f_fixed - warped).transpose(0, 1).flatten(1)
-        self.log_sigma2.copy_(residual.pow(2).mean(1).clamp_min(1e-8).log())
+        self.log_sigma2.copy_(batch_mean(residual.pow(2), 1).clamp_min(1e-8).log())  # same on every process
         self.sigma2_initialised.fill_(True)
 
     # -- training and scoring ---------------------------------------------------------------------------

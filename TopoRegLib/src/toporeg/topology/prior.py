@@ -28,6 +28,7 @@ from functools import lru_cache
 import torch
 
 from ..models.losses import grid_degree, laplacian_quadratic
+from ..reductions import batch_sum, pooling
 
 
 def edge_energy_per_voxel(mu: torch.Tensor) -> torch.Tensor:
@@ -87,6 +88,9 @@ def fit_alpha_beta(mu: torch.Tensor, var: torch.Tensor, *, eps: float = 1e-12) -
         alpha_den = (deg * var).sum() + laplacian_quadratic(mu)
         mean = mu.flatten(2).mean(-1)
         beta_den = var.sum() / n**2 + (mean**2).sum()
+        if pooling():  # the batch is split across data-parallel processes: sums over all of it
+            pooled = batch_sum(torch.stack([alpha_den, beta_den, alpha_den.new_tensor(float(batch_axes))]))
+            alpha_den, beta_den, batch_axes = pooled[0], pooled[1], int(round(float(pooled[2])))
         alpha = batch_axes * (n - 1) / float(alpha_den.clamp_min(eps))
         beta = batch_axes / float(beta_den.clamp_min(eps))
     return PriorParameters(alpha, beta)

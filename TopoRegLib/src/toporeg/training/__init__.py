@@ -3,4 +3,6 @@ VoxelMorph-diff and DeepSim trainers, configs, and the template cache. torch/num
 
 Entry points: `python -m toporeg.training.train_registration`, `python -m toporeg.training.train_deepsim`,
 `python -m toporeg.training.dataset_cache`; `scripts/train_on_gpu.sh` runs the shipped configs in `configs/`.
+Every trainer also runs under torchrun with DistributedDataParallel (`distributed.py`, `sharding.py`;
+docs/training.md).
 """

@@ -13,10 +13,13 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from .distributed import DistributedContext
 
 TEMPLATE_DATA = [
     {"name": "ICBM152 2009a nonlinear symmetric T1 + GM/WM/CSF (via nilearn 0.14.1), 2 mm",
@@ -61,6 +64,12 @@ def device_description(dev: torch.device) -> str:
 def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % (2**32))
+
+
+def mix_seed(*parts: int) -> int:
+    """One well-mixed seed in [0, 2**62) from integers (e.g. seed, step, sample index, process rank)."""
+    state = np.random.SeedSequence([int(p) % 2**63 for p in parts]).generate_state(1, np.uint64)[0]
+    return int(state >> np.uint64(2))
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -113,21 +122,27 @@ def next_learning_rate(cfg: Any, budget: "Budget", optimizer: torch.optim.Optimi
         return None
     lr = learning_rate(cfg.lr, step, cfg.steps, schedule=cfg.lr_schedule, warmup=cfg.warmup_steps,
                        time_fraction=budget.fraction() if cfg.schedule_by_time else 0.0)
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+    set_learning_rate(optimizer, lr)
     return lr
 
 
-def start_run(cfg: Any, out_dir: str | Path) -> tuple[Path, "Budget", torch.device]:
-    """What every training run does first: output folder, time budget, device, seeds."""
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def start_run(cfg: Any, out_dir: str | Path) -> tuple[Path, "Budget", "DistributedContext"]:
+    """What every training run does first: output folder, time budget, the process (device; under torchrun its
+    rank in the process group), seeds (the same in every process: identical initial weights)."""
+    from .distributed import DistributedContext
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     budget = Budget(cfg.time_budget_s)
-    dev = resolve_device(cfg.device)
+    ctx = DistributedContext.init(cfg.device)
     seed_everything(cfg.seed)
-    if dev.type == "cuda":
+    if ctx.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes; GPU runs are not bitwise reproducible anyway
-    return out, budget, dev
+    return out, budget, ctx
 
 
 class CsvLog:

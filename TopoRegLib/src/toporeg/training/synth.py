@@ -80,6 +80,15 @@ class RandomFields:
         v = self.smooth_noise(batch, len(shape), half, max(spacing * scale, 1.0)) * (std * scale)
         return resize_displacement(integrate_svf(v, steps), tuple(shape))
 
+    def reseed(self, seed: int) -> None:
+        """Restart both generators from `seed`, as a new `RandomFields(seed)` would (per-sample draws)."""
+        self.gen.manual_seed(int(seed))
+        self.cpu_gen.manual_seed(int(seed) + 7919)
+
+    def child(self) -> torch.Generator:
+        """A new device generator seeded from this stream (e.g. a model's noise for one drawn sample)."""
+        return torch.Generator(device=self.device).manual_seed(int(torch.randint(0, 2**62, (), generator=self.cpu_gen)))
+
     def state(self) -> torch.Tensor:
         """Both generators' states as one uint8 tensor (CPU part first)."""
         return torch.cat([self.cpu_gen.get_state(), self.gen.get_state()])

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,11 @@ import torch
 import torch.nn.functional as F
 
 from ..models.deepsim import DeepSimExtractor
-from ..models.weights import load_checkpoint, save_model
+from ..models.weights import save_model
 from . import common
 from .dataset_cache import DEFAULT_CACHE, GRID_ORIGIN, GRID_SPACING, INTENSITY_PERCENTILES, TISSUE_LABELS
-from .loop import common_arguments, overrides, save_with_data_rng, write_report
+from .loop import Checkpointer, common_arguments, overrides, run_loop, write_report
+from .sharding import BatchDrawer
 from .templates import TemplateAugmenter
 
 
@@ -52,6 +52,7 @@ class DeepSimTrainConfig:
     seed: int = 0
     device: str = "auto"
     plot: bool = True                                  # loss_curve.png (needs matplotlib)
+    data_seeding: str = "stream"                       # stream | per_sample (sharding.py)
 
 
 @torch.no_grad()
@@ -73,65 +74,42 @@ def validate(model: DeepSimExtractor, images: list[dict[str, torch.Tensor]]) -> 
 
 
 def train(cfg: DeepSimTrainConfig, out_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
-    out, budget, dev = common.start_run(cfg, out_dir)
+    out, budget, ctx = common.start_run(cfg, out_dir)
+    dev = ctx.device
     data = TemplateAugmenter(cfg.cache, ndim=cfg.ndim, seed=cfg.seed + 3, device=dev, config=cfg.augment)
-    held_out = TemplateAugmenter(cfg.cache, ndim=cfg.ndim, seed=cfg.seed + 10_003, device=dev, config=cfg.augment)
-    val_set = [held_out.images(1) for _ in range(cfg.val_images)]
+    drawer = BatchDrawer(ctx, cfg.data_seeding, cfg.batch_size)
+    val_set = []
+    if ctx.is_main:
+        held_out = TemplateAugmenter(cfg.cache, ndim=cfg.ndim, seed=cfg.seed + 10_003, device=dev, config=cfg.augment)
+        val_set = [held_out.images(1) for _ in range(cfg.val_images)]
     model = DeepSimExtractor(cfg.ndim, 1, cfg.channels, kind=cfg.kind, n_classes=data.n_labels,
                              batch_norm=cfg.batch_norm, dropout=cfg.dropout).to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    log = common.CsvLog(out / "train_log.csv", ["step", "elapsed_s", "lr", "loss"])
-    val_log = common.CsvLog(out / "val_log.csv", ["step", "elapsed_s", "loss", "dice"])
-    ckpt_path = out / "checkpoint.safetensors"
-    step, elapsed_before = 0, 0.0
-    if resume and ckpt_path.exists():
-        meta, extra = load_checkpoint(ckpt_path, model, optimizer)
-        step, elapsed_before = int(meta["step"]), float(meta.get("elapsed_s", 0.0))
-        data.rng.set_state(extra["rng.data"])
-        torch.set_rng_state(extra["rng.torch"])
-        log.truncate_after(step)
-        val_log.truncate_after(step)
+    log = ctx.csv_log(out / "train_log.csv", ["step", "elapsed_s", "lr", "loss"])
+    val_log = ctx.csv_log(out / "val_log.csv", ["step", "elapsed_s", "loss", "dice"])
+    ckpt = Checkpointer(out / "checkpoint.safetensors", model, optimizer, cfg, ctx, {"rng.data": data.rng})
+    step0, elapsed_before = ckpt.resume(resume, [log, val_log])
     use_amp = bool(cfg.amp and dev.type == "cuda")
+    forward = ctx.wrap(model)
 
-    def checkpoint() -> None:
-        save_with_data_rng(ckpt_path, model, optimizer, data.rng, cfg, step, elapsed_before + budget.elapsed())
-
-    model.train()
-    acc, n_acc, val_seconds, step_seconds, stopped_by, lr = 0.0, 0, 0.0, 0.0, "steps", cfg.lr
-    while step < cfg.steps:
-        t_step = time.perf_counter()
-        next_lr = common.next_learning_rate(cfg, budget, optimizer, step, step_seconds, val_seconds,
-                                            cfg.val_images)
-        if next_lr is None:
-            stopped_by = "time budget"
-            break
-        lr = next_lr
-        batch = data.images(cfg.batch_size)
+    def train_step(step: int) -> dict[str, torch.Tensor]:
+        batch = drawer(data.rng, cfg.seed + 3, step, data.images)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-            pred = model(batch["image"])
+            pred = forward(batch["image"])
         pred = pred.float()
         loss = F.cross_entropy(pred, batch["labels"][:, 0]) if cfg.kind == "seg" else F.mse_loss(pred, batch["image"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        step += 1
-        dt = time.perf_counter() - t_step
-        step_seconds = dt if step_seconds == 0 else 0.9 * step_seconds + 0.1 * dt
-        acc, n_acc = acc + loss.detach(), n_acc + 1  # stays on the device: no GPU sync per step
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            log.write({"step": step, "elapsed_s": elapsed_before + budget.elapsed(), "lr": lr, "loss": acc / n_acc})
-            acc, n_acc = 0.0, 0
-        if cfg.val_every and step % cfg.val_every == 0 and step < cfg.steps and budget.left() > 2 * val_seconds + 5:
-            t0 = time.perf_counter()
-            val_log.write({"step": step, "elapsed_s": elapsed_before + budget.elapsed(), **validate(model, val_set)})
-            val_seconds = time.perf_counter() - t0
-        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-            checkpoint()
-    if n_acc:
-        log.write({"step": step, "elapsed_s": elapsed_before + budget.elapsed(), "lr": lr, "loss": acc / n_acc})
-    final = validate(model, val_set)
-    val_log.write({"step": step, "elapsed_s": elapsed_before + budget.elapsed(), **final})
-    checkpoint()
+        return {"loss": loss.detach()}
+
+    model.train()
+    result = run_loop(cfg, budget, optimizer, train_step=train_step, validate=lambda: validate(model, val_set),
+                      checkpoint=ckpt.save, log=log, val_log=val_log, n_val=cfg.val_images, start_step=step0,
+                      elapsed_before=elapsed_before, ctx=ctx)
+    if not ctx.is_main:
+        return ctx.finish({})
+    step, stopped_by, final = result.step, result.stopped_by, result.final
     rows = log.rows()
     conv = common.convergence([float(r["step"]) for r in rows], [float(r["loss"]) for r in rows])
     conv = common.add_validation_trend(conv, val_log.rows(), "dice")
@@ -146,7 +124,7 @@ def train(cfg: DeepSimTrainConfig, out_dir: str | Path, *, resume: bool = False)
                      "channels": list(cfg.channels)},
         "labels": {str(k): v for k, v in TISSUE_LABELS.items()} if cfg.kind == "seg" else None,
         "training": {"data": common.TEMPLATE_DATA, "iterations": step, "batch_size": cfg.batch_size,
-                     "seconds": round(elapsed_before + budget.elapsed(), 1), "device": common.device_description(dev),
+                     "seconds": round(result.elapsed_s, 1), "device": common.device_description(dev),
                      "seed": cfg.seed, "config": dataclasses.asdict(cfg)},
         "validation": {"images": cfg.val_images, **final,
                        "note": "held-out augmentations (other seed) of the same two templates (no unseen subjects)"},
@@ -161,14 +139,17 @@ def train(cfg: DeepSimTrainConfig, out_dir: str | Path, *, resume: bool = False)
     weights, card_path = save_model(model, out / f"{cfg.name}.safetensors", card)
     png = cfg.plot and common.plot_curves(out / "train_log.csv", out / "loss_curve.png", ["loss"],
                                           out / "val_log.csv", ["dice"] if cfg.kind == "seg" else ["loss"])
-    return write_report(out, "train deepsim", cfg, steps=step, stopped_by=stopped_by, dev=dev, validation=final,
-                        conv=conv, weights=weights, card=card_path, png=png, budget=budget)
+    return ctx.finish(write_report(out, "train deepsim", cfg, steps=step, stopped_by=stopped_by, ctx=ctx,
+                                   validation=final, conv=conv, weights=weights, card=card_path, png=png,
+                                   budget=budget))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = common_arguments("toporeg train deepsim", __doc__.splitlines()[0]).parse_args(argv)
     cfg = common.load_config(DeepSimTrainConfig, args.config, overrides(args))
     report = train(cfg, args.out, resume=args.resume)
+    if not report:  # a torchrun process other than rank 0: rank 0 reports
+        return 0
     metric = report["validation"].get("dice", report["validation"]["loss"])
     print(f"{report['name']}: {report['steps']} steps ({report['stopped_by']}), validation "
           f"{'Dice' if 'dice' in report['validation'] else 'loss'} {metric:.3f}; {report['converged']}")

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from ..errors import InputError
 from ..models.weights import save_model
 from ..neuralizer.data import NeuralizerData
 from ..neuralizer.losses import SIGMA2, task_loss
@@ -27,8 +28,9 @@ from ..neuralizer.model import Neuralizer
 from ..neuralizer.scoring import EpisodeScores
 from ..neuralizer.tasks import TASKS
 from . import common
-from .loop import common_arguments, overrides, resume_with_data_rng, run_loop, save_with_data_rng, write_report
+from .loop import Checkpointer, common_arguments, overrides, run_loop, write_report
 from .neuralizer_card import model_card
+from .sharding import BatchDrawer
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -58,6 +60,7 @@ class NeuralizerTrainConfig:
     seed: int = 0
     device: str = "auto"
     plot: bool = True
+    data_seeding: str = "stream"               # stream only: an episode batch shares its plane (sharding.py)
 
 
 def _data(cfg: NeuralizerTrainConfig, seed: int, dev: torch.device) -> NeuralizerData:
@@ -85,23 +88,29 @@ def validate(model: Neuralizer, episodes: list[dict[str, Any]], sigma2: float) -
 
 
 def train(cfg: NeuralizerTrainConfig, out_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
-    out, budget, dev = common.start_run(cfg, out_dir)
+    if cfg.data_seeding != "stream":
+        raise InputError("Neuralizer training supports data_seeding 'stream' only: the samples of an episode batch "
+                         "share one plane (and slice shape)")
+    out, budget, ctx = common.start_run(cfg, out_dir)
+    dev = ctx.device
     data = _data(cfg, cfg.seed + 6, dev)
-    val_episodes = validation_episodes(cfg, dev)
+    drawer = BatchDrawer(ctx, cfg.data_seeding, cfg.batch_size)
+    val_episodes = validation_episodes(cfg, dev) if ctx.is_main else []
     torch.manual_seed(cfg.seed)
     model = Neuralizer(**cfg.model).to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    log = common.CsvLog(out / "train_log.csv", ["step", "elapsed_s", "lr", "loss", "dice_loss", "mse_loss"])
-    val_log = common.CsvLog(out / "val_log.csv", ["step", "elapsed_s", *EpisodeScores.FIELDS, *TASKS])
-    ckpt_path = out / "checkpoint.safetensors"
-    step0, elapsed_before = resume_with_data_rng(resume, ckpt_path, model, optimizer, data.rng, [log, val_log])
+    log = ctx.csv_log(out / "train_log.csv", ["step", "elapsed_s", "lr", "loss", "dice_loss", "mse_loss"])
+    val_log = ctx.csv_log(out / "val_log.csv", ["step", "elapsed_s", *EpisodeScores.FIELDS, *TASKS])
+    ckpt = Checkpointer(out / "checkpoint.safetensors", model, optimizer, cfg, ctx, {"rng.data": data.rng})
+    step0, elapsed_before = ckpt.resume(resume, [log, val_log])
     use_amp = bool(cfg.amp and dev.type == "cuda")
+    forward = ctx.wrap(model, find_unused=True)  # the last level's context-stream update feeds no output
 
     def train_step(step: int) -> dict[str, torch.Tensor]:
         n_context = 1 + (cfg.seed * 7919 + step * 104729) % cfg.max_context  # stateless: resume-exact
-        ep = data.episode(cfg.batch_size, n_context)
+        ep = drawer(data.rng, cfg.seed + 6, step, lambda n: data.episode(n, n_context))
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-            y = model(ep["target_in"], ep["context_in"], ep["context_out"])
+            y = forward(ep["target_in"], ep["context_in"], ep["context_out"])
         loss, terms = task_loss(y.float(), ep["target_out"], ep["is_segment"], cfg.sigma2)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -110,14 +119,13 @@ def train(cfg: NeuralizerTrainConfig, out_dir: str | Path, *, resume: bool = Fal
         optimizer.step()
         return {"loss": loss.detach(), **terms}
 
-    def checkpoint(step: int, elapsed: float) -> None:
-        save_with_data_rng(ckpt_path, model, optimizer, data.rng, cfg, step, elapsed)
-
     model.train()
     result = run_loop(cfg, budget, optimizer, train_step=train_step,
-                      validate=lambda: validate(model, val_episodes, cfg.sigma2), checkpoint=checkpoint,
+                      validate=lambda: validate(model, val_episodes, cfg.sigma2), checkpoint=ckpt.save,
                       log=log, val_log=val_log, n_val=len(val_episodes), start_step=step0,
-                      elapsed_before=elapsed_before)
+                      elapsed_before=elapsed_before, ctx=ctx)
+    if not ctx.is_main:
+        return ctx.finish({})
     rows = log.rows()
     conv = common.convergence([float(r["step"]) for r in rows], [float(r["loss"]) for r in rows])
     conv = common.add_validation_trend(conv, val_log.rows(), "dice")
@@ -126,8 +134,9 @@ def train(cfg: NeuralizerTrainConfig, out_dir: str | Path, *, resume: bool = Fal
     weights, card_path = save_model(model, out / f"{cfg.name}.safetensors", card)
     png = cfg.plot and common.plot_curves(out / "train_log.csv", out / "loss_curve.png", ["loss"],
                                           out / "val_log.csv", ["dice", "psnr"])
-    return write_report(out, "train neuralizer", cfg, steps=result.step, stopped_by=result.stopped_by, dev=dev,
-                        validation=result.final, conv=conv, weights=weights, card=card_path, png=png, budget=budget)
+    return ctx.finish(write_report(
+        out, "train neuralizer", cfg, steps=result.step, stopped_by=result.stopped_by, ctx=ctx,
+        validation=result.final, conv=conv, weights=weights, card=card_path, png=png, budget=budget))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     config = args.config or CONFIG_DIR / "neuralizer_2d_cpu.json"
     cfg = common.load_config(NeuralizerTrainConfig, config, {**overrides(args), "max_context": args.max_context})
     report = train(cfg, args.out, resume=args.resume)
+    if not report:  # a torchrun process other than rank 0: rank 0 reports
+        return 0
     v = report["validation"]
     print(f"{report['name']}: {report['steps']} steps ({report['stopped_by']}), validation Dice {v['dice']:.3f}, "
           f"PSNR {v['psnr']:.1f} dB; {report['converged']}")

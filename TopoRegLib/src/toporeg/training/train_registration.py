@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,12 +23,14 @@ import torch
 
 from ..models.losses import VxmDiffLoss
 from ..models.voxelmorph_diff import VoxelMorphDiff
-from ..models.weights import load_checkpoint, save_checkpoint, save_model
+from ..models.weights import save_model
 from ..transforms.jacobian import folding_fraction, jacobian_determinant
 from ..transforms.sampling import warp_labels
 from . import common
-from .loop import common_arguments, overrides, write_report
 from .dataset_cache import DEFAULT_CACHE, GRID_ORIGIN, GRID_SHAPE, GRID_SPACING, INTENSITY_PERCENTILES
+from .distributed import DistributedContext
+from .loop import Checkpointer, common_arguments, overrides, run_loop, write_report
+from .sharding import BatchDrawer
 from .synth import SynthMorphPairs
 from .templates import TemplateAugmenter
 
@@ -67,13 +68,15 @@ class RegistrationTrainConfig:
     seed: int = 0
     device: str = "auto"
     plot: bool = True                                  # loss_curve.png (needs matplotlib)
+    data_seeding: str = "stream"                       # stream | per_sample (sharding.py: per_sample also seeds
+    #                                                    each sample's velocity noise, so torchrun runs are exact)
 
 
 class Data:
-    """Training sources and a fixed held-out validation set (different seeds)."""
+    """Training sources and a fixed held-out validation set (different seeds; built on rank 0 only)."""
 
-    def __init__(self, cfg: RegistrationTrainConfig, dev: torch.device):
-        self.cfg = cfg
+    def __init__(self, cfg: RegistrationTrainConfig, ctx: DistributedContext, *, validation: bool = True):
+        self.cfg, dev = cfg, ctx.device
         weights = {k: float(v) for k, v in cfg.data.items() if float(v) > 0}
         if not weights or set(weights) - {"synthetic", "templates"}:
             raise ValueError("config 'data' needs positive weights for 'synthetic' and/or 'templates'")
@@ -82,39 +85,39 @@ class Data:
         if "templates" in weights:
             self.templates = TemplateAugmenter(cfg.cache, ndim=cfg.ndim, seed=cfg.seed + 2, device=dev,
                                                config=cfg.augment)
-            self.val_templates = TemplateAugmenter(cfg.cache, ndim=cfg.ndim, seed=cfg.seed + 10_002, device=dev,
-                                                   config=cfg.augment)
+            if validation:
+                self.val_templates = TemplateAugmenter(cfg.cache, ndim=cfg.ndim, seed=cfg.seed + 10_002,
+                                                       device=dev, config=cfg.augment)
             self.shape = self.templates.shape
         else:
             self.shape = tuple(cfg.shape or (GRID_SHAPE[: cfg.ndim]))
         self.synth = SynthMorphPairs(self.shape, cfg.synth, seed=cfg.seed + 1, device=dev) if self.p_synth else None
-        val_synth = SynthMorphPairs(self.shape, cfg.synth, seed=cfg.seed + 10_001, device=dev) if self.p_synth else None
+        val_synth = SynthMorphPairs(self.shape, cfg.synth, seed=cfg.seed + 10_001, device=dev) \
+            if self.p_synth and validation else None
         self.validation: dict[str, list[dict[str, torch.Tensor]]] = {}
         for source, gen in (("synthetic", val_synth), ("templates", self.val_templates)):
             if gen is not None:
                 self.validation[source] = [gen.sample(1) for _ in range(cfg.val_pairs)]
+        self.sources = [s for s, g in (("synthetic", self.synth), ("templates", self.templates)) if g is not None]
+        self.drawer = BatchDrawer(ctx, cfg.data_seeding, cfg.batch_size)
 
-    def sample(self, step: int) -> tuple[str, dict[str, torch.Tensor]]:
+    def sample(self, step: int) -> tuple[str, dict[str, Any]]:
+        """(source, this process's part of step `step`'s batch); per_sample adds each sample's noise generator."""
         use_synth = self.synth is not None and (
             self.templates is None or float(torch.rand((), generator=common.step_generator(self.cfg.seed, step)))
             < self.p_synth)
-        if use_synth:
-            return "synthetic", self.synth.sample(self.cfg.batch_size)
-        return "templates", self.templates.sample(self.cfg.batch_size)
+        source, key = (self.synth, self.cfg.seed + 1) if use_synth else (self.templates, self.cfg.seed + 2)
 
-    def rng_states(self) -> dict[str, torch.Tensor]:
-        out = {}
-        if self.synth is not None:
-            out["rng.synth"] = self.synth.rng.state()
-        if self.templates is not None:
-            out["rng.templates"] = self.templates.rng.state()
-        return out
+        def draw(n: int) -> dict[str, Any]:
+            batch = source.sample(n)
+            if self.drawer.per_sample:
+                batch["noise_generators"] = [source.rng.child()]
+            return batch
+        return ("synthetic" if use_synth else "templates"), self.drawer(source.rng, key, step, draw)
 
-    def set_rng_states(self, states: dict[str, torch.Tensor]) -> None:
-        if self.synth is not None and "rng.synth" in states:
-            self.synth.rng.set_state(states["rng.synth"])
-        if self.templates is not None and "rng.templates" in states:
-            self.templates.rng.set_state(states["rng.templates"])
+    def rngs(self) -> dict[str, Any]:
+        """The sources' RandomFields under their checkpoint keys."""
+        return {k: g.rng for k, g in (("rng.synth", self.synth), ("rng.templates", self.templates)) if g is not None}
 
 
 @torch.no_grad()
@@ -141,95 +144,55 @@ def validate(model: VoxelMorphDiff, loss_fn: VxmDiffLoss, data: Data) -> dict[st
 
 
 def train(cfg: RegistrationTrainConfig, out_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
-    out, budget, dev = common.start_run(cfg, out_dir)
-    data = Data(cfg, dev)
+    out, budget, ctx = common.start_run(cfg, out_dir)
+    dev = ctx.device
+    data = Data(cfg, ctx, validation=ctx.is_main)
     model = VoxelMorphDiff(**{**cfg.model, "ndim": cfg.ndim}).to(dev)
     loss_fn = VxmDiffLoss(cfg.image_loss, sigma2=cfg.sigma2, lam=cfg.lam, image_weight=cfg.image_weight,
                           bidirectional=cfg.bidirectional, ncc_window=cfg.ncc_window, deepsim=cfg.deepsim_model)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     terms = ["total", "image", "kl", "kl_sigma", "kl_smooth"]
-    log = common.CsvLog(out / "train_log.csv", ["step", "elapsed_s", "lr", "synthetic_fraction"] + terms)
-    val_fields = ["step", "elapsed_s", "dice"] + [f"{s}_{m}" for s in data.validation
+    log = ctx.csv_log(out / "train_log.csv", ["step", "elapsed_s", "lr", "synthetic_fraction"] + terms)
+    val_fields = ["step", "elapsed_s", "dice"] + [f"{s}_{m}" for s in data.sources
                                                    for m in ("dice_before", "dice", "folding_percent", "loss")]
-    val_log = common.CsvLog(out / "val_log.csv", val_fields)
-    ckpt_path = out / "checkpoint.safetensors"
-    step, elapsed_before = 0, 0.0
-    if resume and ckpt_path.exists():
-        meta, extra = load_checkpoint(ckpt_path, model, optimizer)
-        step, elapsed_before = int(meta["step"]), float(meta.get("elapsed_s", 0.0))
-        data.set_rng_states(extra)
-        torch.set_rng_state(extra["rng.torch"])
-        if dev.type == "cuda" and "rng.cuda" in extra:
-            torch.cuda.set_rng_state(extra["rng.cuda"], dev)
-        log.truncate_after(step)
-        val_log.truncate_after(step)
+    val_log = ctx.csv_log(out / "val_log.csv", val_fields)
+    ckpt = Checkpointer(out / "checkpoint.safetensors", model, optimizer, cfg, ctx, data.rngs())
+    step0, elapsed_before = ckpt.resume(resume, [log, val_log])
     use_amp = bool(cfg.amp and dev.type == "cuda")
+    forward = ctx.wrap(model)
 
-    def checkpoint() -> None:
-        extra = {"rng.torch": torch.get_rng_state(), **data.rng_states()}
-        if dev.type == "cuda":
-            extra["rng.cuda"] = torch.cuda.get_rng_state(dev)
-        save_checkpoint(ckpt_path, model, optimizer, tensors=extra,
-                        meta={"step": step, "elapsed_s": elapsed_before + budget.elapsed(),
-                              "config": dataclasses.asdict(cfg)})
-
-    model.train()
-    acc: dict[str, Any] = {}
-    n_acc = n_synth = 0
-    val_seconds = step_seconds = 0.0
-    stopped_by = "steps"
-    while step < cfg.steps:
-        t_step = time.perf_counter()
-        next_lr = common.next_learning_rate(cfg, budget, optimizer, step, step_seconds, val_seconds,
-                                            cfg.val_pairs * len(data.validation))
-        if next_lr is None:
-            stopped_by = "time budget"
-            break
-        lr = next_lr
+    def train_step(step: int) -> dict[str, torch.Tensor]:
         source, batch = data.sample(step)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-            res = model(batch["moving"], batch["fixed"], return_inverse=cfg.bidirectional)
+            res = forward(batch["moving"], batch["fixed"], return_inverse=cfg.bidirectional,
+                          noise_generators=batch.get("noise_generators"))
         loss = loss_fn(res, batch["moving"], batch["fixed"])
         optimizer.zero_grad(set_to_none=True)
         loss["total"].backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
-        step += 1
-        dt = time.perf_counter() - t_step
-        step_seconds = dt if step_seconds == 0 else 0.9 * step_seconds + 0.1 * dt
-        for k in terms:  # accumulated on the device: no GPU sync per step
-            acc[k] = acc.get(k, 0.0) + loss[k].detach()
-        n_acc += 1
-        n_synth += source == "synthetic"
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            log.write({"step": step, "elapsed_s": elapsed_before + budget.elapsed(), "lr": lr,
-                       "synthetic_fraction": n_synth / n_acc, **{k: v / n_acc for k, v in acc.items()}})
-            acc, n_acc, n_synth = {}, 0, 0
-        if cfg.val_every and step % cfg.val_every == 0 and step < cfg.steps and budget.left() > 2 * val_seconds + 5:
-            t0 = time.perf_counter()
-            metrics = validate(model, loss_fn, data)
-            val_log.write({"step": step, "elapsed_s": elapsed_before + budget.elapsed(), **metrics})
-            val_seconds = time.perf_counter() - t0
-        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-            checkpoint()
-    if n_acc:
-        log.write({"step": step, "elapsed_s": elapsed_before + budget.elapsed(), "lr": lr,
-                   "synthetic_fraction": n_synth / n_acc, **{k: v / n_acc for k, v in acc.items()}})
-    final = validate(model, loss_fn, data)
-    val_log.write({"step": step, "elapsed_s": elapsed_before + budget.elapsed(), **final})
-    checkpoint()
+        fraction = torch.tensor(float(source == "synthetic"), dtype=torch.float64)
+        return {"synthetic_fraction": fraction, **{k: loss[k].detach() for k in terms}}
+
+    model.train()
+    result = run_loop(cfg, budget, optimizer, train_step=train_step, validate=lambda: validate(model, loss_fn, data),
+                      checkpoint=ckpt.save, log=log, val_log=val_log, n_val=cfg.val_pairs * len(data.sources),
+                      start_step=step0, elapsed_before=elapsed_before, ctx=ctx)
+    if not ctx.is_main:
+        return ctx.finish({})
     rows = log.rows()
     conv = common.convergence([float(r["step"]) for r in rows], [float(r["total"]) for r in rows])
     conv = common.add_validation_trend(conv, val_log.rows(), "dice")
-    conv["stopped_by"] = stopped_by
-    card = _card(cfg, data, step, elapsed_before + budget.elapsed(), dev, final, conv)
+    conv["stopped_by"] = result.stopped_by
+    card = _card(cfg, data, result.step, result.elapsed_s, dev, result.final, conv)
     weights, card_path = save_model(model, out / f"{cfg.name}.safetensors", card)
     png = cfg.plot and common.plot_curves(out / "train_log.csv", out / "loss_curve.png", ["total", "image", "kl"],
                                           out / "val_log.csv", [k for k in val_fields if k.endswith("dice")])
-    return write_report(out, "train registration", cfg, steps=step, stopped_by=stopped_by, dev=dev, validation=final,
-                        conv=conv, weights=weights, card=card_path, png=png, budget=budget,
-                        extra={"files": sorted(p.name for p in out.iterdir() if not p.name.startswith("."))})
+    return ctx.finish(write_report(
+        out, "train registration", cfg, steps=result.step, stopped_by=result.stopped_by, ctx=ctx,
+        validation=result.final, conv=conv, weights=weights, card=card_path, png=png, budget=budget,
+        extra={"files": sorted(p.name for p in out.iterdir() if not p.name.startswith("."))}))
 
 
 def _card(cfg, data: Data, step: int, seconds: float, dev, final: dict, conv: dict) -> dict[str, Any]:
@@ -272,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     args = common_arguments("toporeg train registration", __doc__.splitlines()[0]).parse_args(argv)
     cfg = common.load_config(RegistrationTrainConfig, args.config, overrides(args))
     report = train(cfg, args.out, resume=args.resume)
+    if not report:  # a torchrun process other than rank 0: rank 0 reports
+        return 0
     print(f"{report['name']}: {report['steps']} steps ({report['stopped_by']}), validation Dice "
           f"{report['validation']['dice']:.3f}; {report['converged']}")
     return 0

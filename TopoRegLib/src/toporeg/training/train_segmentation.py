@@ -29,8 +29,9 @@ from ..segmentation.models import METHODS, DeepEnsemble, PlainUNet, Segmentation
 from ..segmentation.scoring import ScoreAccumulator, majority
 from . import common
 from .dataset_cache import DEFAULT_CACHE
-from .loop import common_arguments, overrides, resume_with_data_rng, run_loop, save_with_data_rng, write_report
+from .loop import Checkpointer, common_arguments, overrides, run_loop, write_report
 from .segmentation_card import model_card
+from .sharding import BatchDrawer
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -65,6 +66,7 @@ class SegTrainConfig:
     seed: int = 0
     device: str = "auto"
     plot: bool = True
+    data_seeding: str = "stream"            # stream | per_sample (sharding.py)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -130,27 +132,31 @@ def _validation_batches(cfg: SegTrainConfig, dev: torch.device) -> tuple[Segment
 
 
 def train(cfg: SegTrainConfig, out_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
-    out, budget, dev = common.start_run(cfg, out_dir)
+    out, budget, ctx = common.start_run(cfg, out_dir)
+    dev = ctx.device
     data = SegmentationData(cfg.task, cache=cfg.cache, seg_cache=cfg.seg_cache, ndim=cfg.ndim, seed=cfg.seed + 6,
                             device=dev, augment=cfg.augment, data=cfg.data, hold_out=cfg.hold_out)
-    _, val_batches = _validation_batches(cfg, dev)
+    drawer = BatchDrawer(ctx, cfg.data_seeding, cfg.batch_size)
+    val_batches = _validation_batches(cfg, dev)[1] if ctx.is_main else []
     model = build_model(cfg, data.n_classes).to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     members = [f"ce_member{i}" for i in range(len(getattr(model, "members", [])))]
-    log = common.CsvLog(out / "train_log.csv", ["step", "elapsed_s", "lr", "loss", "ce", "dice", "kl", *members])
+    log = ctx.csv_log(out / "train_log.csv", ["step", "elapsed_s", "lr", "loss", "ce", "dice", "kl", *members])
     val_fields = ["dice", *[f"dice_{v}" for k, v in data.labels.items() if k], "auroc", "ece", "nll",
                   "entropy_correct", "entropy_wrong", "error_rate"]
     val_fields += ["ged", "diversity"] if cfg.task == "ambiguous" else []
-    val_log = common.CsvLog(out / "val_log.csv", ["step", "elapsed_s", *val_fields])
-    ckpt_path = out / "checkpoint.safetensors"
-    step0, elapsed_before = resume_with_data_rng(resume, ckpt_path, model, optimizer, data.rng, [log, val_log])
+    val_log = ctx.csv_log(out / "val_log.csv", ["step", "elapsed_s", *val_fields])
+    ckpt = Checkpointer(out / "checkpoint.safetensors", model, optimizer, cfg, ctx, {"rng.data": data.rng})
+    step0, elapsed_before = ckpt.resume(resume, [log, val_log])
     use_amp = bool(cfg.amp and dev.type == "cuda")
+    training_loss = ctx.wrap(model, "training_loss")
 
     def train_step(step: int) -> dict[str, torch.Tensor]:
-        batch = data.sample(cfg.batch_size)
-        gen = torch.Generator(device=dev).manual_seed(cfg.seed * 1_000_003 + step)  # stateless: resume-exact
+        batch = drawer(data.rng, cfg.seed + 6, step, data.sample)
+        # stateless: resume-exact; each process its own stream (probunet latents, dropout, annotator picks)
+        gen = torch.Generator(device=dev).manual_seed(ctx.process_seed(cfg.seed * 1_000_003 + step))
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-            loss, metrics = model.training_loss(batch["image"], model_target(batch), gen)
+            loss, metrics = training_loss(batch["image"], model_target(batch), gen)
         optimizer.zero_grad(set_to_none=True)
         loss.float().backward()
         if cfg.grad_clip > 0:
@@ -158,18 +164,17 @@ def train(cfg: SegTrainConfig, out_dir: str | Path, *, resume: bool = False) -> 
         optimizer.step()
         return metrics
 
-    def checkpoint(step: int, elapsed: float) -> None:
-        save_with_data_rng(ckpt_path, model, optimizer, data.rng, cfg, step, elapsed)
-
     def run_validation() -> dict[str, float]:
         result = validate(model, val_batches, data.n_classes, cfg.val_samples, cfg.seed + 7, data.labels)
         model.train()
         return result
 
     model.train()
-    result = run_loop(cfg, budget, optimizer, train_step=train_step, validate=run_validation, checkpoint=checkpoint,
+    result = run_loop(cfg, budget, optimizer, train_step=train_step, validate=run_validation, checkpoint=ckpt.save,
                       log=log, val_log=val_log, n_val=len(val_batches) * max(1, cfg.val_samples // 2),
-                      start_step=step0, elapsed_before=elapsed_before)
+                      start_step=step0, elapsed_before=elapsed_before, ctx=ctx)
+    if not ctx.is_main:
+        return ctx.finish({})
     rows = log.rows()
     conv = common.convergence([float(r["step"]) for r in rows], [float(r["loss"]) for r in rows])
     conv = common.add_validation_trend(conv, val_log.rows(), "dice")
@@ -179,8 +184,9 @@ def train(cfg: SegTrainConfig, out_dir: str | Path, *, resume: bool = False) -> 
     weights, card_path = save_model(model, out / f"{cfg.name}.safetensors", card)
     png = cfg.plot and common.plot_curves(out / "train_log.csv", out / "loss_curve.png", ["loss", "ce"],
                                           out / "val_log.csv", ["dice", "auroc", "ece"])
-    return write_report(out, "train segmentation", cfg, steps=result.step, stopped_by=result.stopped_by, dev=dev,
-                        validation=result.final, conv=conv, weights=weights, card=card_path, png=png, budget=budget)
+    return ctx.finish(write_report(
+        out, "train segmentation", cfg, steps=result.step, stopped_by=result.stopped_by, ctx=ctx,
+        validation=result.final, conv=conv, weights=weights, card=card_path, png=png, budget=budget))
 
 
 def default_config(method: str, ndim: int) -> Path:
@@ -201,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
              "seg_cache": args.seg_cache}
     cfg = common.load_config(SegTrainConfig, config, {**overrides(args), **extra})
     report = train(cfg, args.out, resume=args.resume)
+    if not report:  # a torchrun process other than rank 0: rank 0 reports
+        return 0
     v = report["validation"]
     extra_txt = f", GED {v['ged']:.3f}" if "ged" in v else ""
     print(f"{report['name']}: {report['steps']} steps ({report['stopped_by']}), validation Dice {v['dice']:.3f}, "

@@ -23,7 +23,8 @@ from ..models.weights import load_model, save_model
 from ..topology.cvae import TopologyCVAE
 from . import common
 from .dataset_cache import DEFAULT_CACHE, GRID_ORIGIN, GRID_SPACING, INTENSITY_PERCENTILES
-from .loop import common_arguments, overrides, resume_with_data_rng, run_loop, save_with_data_rng, write_report
+from .loop import Checkpointer, common_arguments, overrides, run_loop, write_report
+from .sharding import BatchDrawer
 from .templates import TemplateAugmenter
 
 
@@ -53,6 +54,7 @@ class TopologyTrainConfig:
     seed: int = 0
     device: str = "auto"
     plot: bool = True
+    data_seeding: str = "stream"                       # stream | per_sample (sharding.py)
 
 
 def build_model(cfg: TopologyTrainConfig, dev: torch.device) -> TopologyCVAE:
@@ -106,24 +108,30 @@ def lesion_cases(cfg: TopologyTrainConfig, dev: torch.device) -> list[dict[str, 
 
 
 def train(cfg: TopologyTrainConfig, out_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
-    out, budget, dev = common.start_run(cfg, out_dir)
+    out, budget, ctx = common.start_run(cfg, out_dir)
+    dev = ctx.device
     data = TemplateAugmenter(cfg.cache, ndim=cfg.ndim, seed=cfg.seed + 4, device=dev, config=cfg.augment)
-    held_out = TemplateAugmenter(cfg.cache, ndim=cfg.ndim, seed=cfg.seed + 10_004, device=dev, config=cfg.augment)
-    healthy = [held_out.pairs(1) for _ in range(cfg.val_pairs)]
-    lesions = lesion_cases(cfg, dev) if cfg.val_lesions else []
+    drawer = BatchDrawer(ctx, cfg.data_seeding, cfg.batch_size)
+    healthy, lesions = [], []
+    if ctx.is_main:
+        held_out = TemplateAugmenter(cfg.cache, ndim=cfg.ndim, seed=cfg.seed + 10_004, device=dev,
+                                     config=cfg.augment)
+        healthy = [held_out.pairs(1) for _ in range(cfg.val_pairs)]
+        lesions = lesion_cases(cfg, dev) if cfg.val_lesions else []
     model = build_model(cfg, dev)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr)
-    log = common.CsvLog(out / "train_log.csv", ["step", "elapsed_s", "lr", "total", "reconstruction", "kl", "alpha",
-                                                "beta"])
-    val_log = common.CsvLog(out / "val_log.csv", ["step", "elapsed_s", "neg_elbo", "lesion_auc"])
-    ckpt_path = out / "checkpoint.safetensors"
-    step0, elapsed_before = resume_with_data_rng(resume, ckpt_path, model, optimizer, data.rng, [log, val_log])
+    log = ctx.csv_log(out / "train_log.csv", ["step", "elapsed_s", "lr", "total", "reconstruction", "kl", "alpha",
+                                              "beta"])
+    val_log = ctx.csv_log(out / "val_log.csv", ["step", "elapsed_s", "neg_elbo", "lesion_auc"])
+    ckpt = Checkpointer(out / "checkpoint.safetensors", model, optimizer, cfg, ctx, {"rng.data": data.rng})
+    step0, elapsed_before = ckpt.resume(resume, [log, val_log])
     features = model.feature_map()
+    negative_elbo = ctx.wrap(model, "negative_elbo")  # α, β and Σ_f's start: pooled over the global batch
 
-    def train_step(_step: int) -> dict[str, torch.Tensor]:
-        batch = data.pairs(cfg.batch_size)
-        loss = model.negative_elbo(batch["fixed"], batch["moving"], features)
+    def train_step(step: int) -> dict[str, torch.Tensor]:
+        batch = drawer(data.rng, cfg.seed + 4, step, data.pairs)
+        loss = negative_elbo(batch["fixed"], batch["moving"], features)
         optimizer.zero_grad(set_to_none=True)
         loss["total"].backward()
         if cfg.grad_clip > 0:
@@ -131,13 +139,12 @@ def train(cfg: TopologyTrainConfig, out_dir: str | Path, *, resume: bool = False
         optimizer.step()
         return {k: v.detach() for k, v in loss.items()}
 
-    def checkpoint(step: int, elapsed: float) -> None:
-        save_with_data_rng(ckpt_path, model, optimizer, data.rng, cfg, step, elapsed)
-
     model.train()
     result = run_loop(cfg, budget, optimizer, train_step=train_step, validate=lambda: validate(model, healthy, lesions),
-                      checkpoint=checkpoint, log=log, val_log=val_log, n_val=cfg.val_pairs + 2 * len(lesions),
-                      start_step=step0, elapsed_before=elapsed_before)
+                      checkpoint=ckpt.save, log=log, val_log=val_log, n_val=cfg.val_pairs + 2 * len(lesions),
+                      start_step=step0, elapsed_before=elapsed_before, ctx=ctx)
+    if not ctx.is_main:
+        return ctx.finish({})
     rows = log.rows()
     conv = common.convergence([float(r["step"]) for r in rows], [float(r["total"]) for r in rows])
     if lesions:
@@ -148,8 +155,9 @@ def train(cfg: TopologyTrainConfig, out_dir: str | Path, *, resume: bool = False
     png = cfg.plot and common.plot_curves(out / "train_log.csv", out / "loss_curve.png", ["total", "reconstruction",
                                                                                           "kl"],
                                           out / "val_log.csv", ["lesion_auc"] if lesions else ["neg_elbo"])
-    return write_report(out, "train topology", cfg, steps=result.step, stopped_by=result.stopped_by, dev=dev,
-                        validation=result.final, conv=conv, weights=weights, card=card_path, png=png, budget=budget)
+    return ctx.finish(write_report(
+        out, "train topology", cfg, steps=result.step, stopped_by=result.stopped_by, ctx=ctx,
+        validation=result.final, conv=conv, weights=weights, card=card_path, png=png, budget=budget))
 
 
 def _card(cfg: TopologyTrainConfig, model: TopologyCVAE, data: TemplateAugmenter, result, dev, conv) -> dict:
@@ -186,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = common.load_config(TopologyTrainConfig, args.config,
                              {**overrides(args), "deepsim_model": args.deepsim_model, "features": args.features})
     report = train(cfg, args.out, resume=args.resume)
+    if not report:  # a torchrun process other than rank 0: rank 0 reports
+        return 0
     v = report["validation"]
     print(f"{report['name']}: {report['steps']} steps ({report['stopped_by']}), validation -ELBO "
           f"{v['neg_elbo']:.3f}" + (f", lesion AUC {v['lesion_auc']:.3f}" if "lesion_auc" in v else "")
