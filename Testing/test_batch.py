@@ -218,3 +218,18 @@ def test_topology_rows_share_one_control_statistics_task(cohort, tmp_path):
         assert outlier.grid_shape == (48, 48) and np.isfinite(np.asarray(outlier.data)).all()
     assert _batch(manifest, out, "--scheduler", "serial") == 0
     assert json.loads((out / "batch_report.json").read_text())["totals"]["skipped"] == 3
+
+
+def test_local_workers_get_disjoint_gpus(monkeypatch):
+    from types import SimpleNamespace
+
+    from toporeg.batch.gpu_plugin import GpuAssignment
+
+    seen = []
+    for name in (0, 1, 2):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "unset")
+        GpuAssignment(2).setup(SimpleNamespace(name=name))
+        seen.append(os.environ["CUDA_VISIBLE_DEVICES"])
+    assert seen == ["0,1", "2,3", "4,5"]
+    GpuAssignment(0).setup(SimpleNamespace(name=1))
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == ""  # CPU-only workers see no GPU

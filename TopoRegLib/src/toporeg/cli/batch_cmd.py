@@ -7,7 +7,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .common import make_progress
+from .common import add_run_options, make_progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "resumes. OUT/summary.csv, summary.md and batch_report.json list every job. Exit code 0 when "
                     "every job is done, 1 when some failed, 130 when cancelled. See docs/batch.md.")
     p.add_argument("manifest", type=Path, help="CSV: id, operation, the operation's inputs, optional options")
-    p.add_argument("--out", required=True, type=Path, help="output folder (created if missing; reused to resume)")
+    add_run_options(p, device=False)  # --out (reused to resume), --progress, --cancel-file
     p.add_argument("--scheduler", default="local",
                    help="local (an embedded LocalCluster, default), serial (no dask, this process), or the "
                         "address of a running scheduler (tcp://host:8786)")
@@ -29,10 +29,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="extra attempts after an unexpected failure (bad input is reported, not retried)")
     p.add_argument("--threads", type=int, help="torch threads per job (default: CPU cores / workers)")
     p.add_argument("--check", action="store_true", help="check the manifest and list what would run, then stop")
-    p.add_argument("--progress", choices=["bar", "json", "none"], default="bar",
-                   help="progress on stderr as a bar (default), JSON lines on stdout, or none")
-    p.add_argument("--cancel-file", type=Path, default=None,
-                   help="stop as soon as this file exists (running jobs stop cleanly; re-run to resume)")
     p.set_defaults(func=run)
 
 
