@@ -233,3 +233,29 @@ def test_local_workers_get_disjoint_gpus(monkeypatch):
     assert seen == ["0,1", "2,3", "4,5"]
     GpuAssignment(0).setup(SimpleNamespace(name=1))
     assert os.environ["CUDA_VISIBLE_DEVICES"] == ""  # CPU-only workers see no GPU
+
+
+def test_an_existing_scheduler_address_runs_the_jobs(cohort, tmp_path):
+    from distributed import LocalCluster
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(HEADER + f"n1,neuralize,,,,,{cohort}/s0.nii.gz,{cohort}/s1.nii.gz:{cohort}/sl1.nii.gz,\n")
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        assert _batch(manifest, tmp_path / "out", "--scheduler", cluster.scheduler_address) == 0
+    report = json.loads((tmp_path / "out" / "batch_report.json").read_text())
+    assert report["totals"]["done"] == 1 and report["totals"]["workers"] == 1
+    assert (tmp_path / "out" / "jobs" / "n1" / "prediction.nii.gz").is_file()
+
+
+@pytest.mark.parametrize("text, parts", [
+    ("/data/a.nii.gz:/data/a_seg.nii.gz", ["/data/a.nii.gz", "/data/a_seg.nii.gz"]),
+    ("a.nii:b.nii", ["a.nii", "b.nii"]),
+    ("C:\\x\\a.nii:D:\\b.nii", ["C:\\x\\a.nii", "D:\\b.nii"]),
+    ("C:/a.nii:lab.nii", ["C:/a.nii", "lab.nii"]),
+    ("only.nii", ["only.nii"]),
+    ("a:b:c", ["a:b:c"]),
+])
+def test_context_pairs_split_on_the_one_colon_that_is_not_a_drive(text, parts):
+    from toporeg.batch.manifest import split_pair
+
+    assert split_pair(text) == parts

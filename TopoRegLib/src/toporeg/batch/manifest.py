@@ -30,7 +30,6 @@ INPUT_COLUMNS = ("fixed", "moving", "moving_labels", "image", "target", "context
 COLUMNS = ("id", "operation", *INPUT_COLUMNS, "options")
 RESERVED_OPTIONS = ("--out", "--progress", "--cancel-file")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_PAIR_SEPARATOR = re.compile(r":(?![\\/])")  # "img:label", but not the colon of a Windows drive ("C:\...")
 
 
 @dataclass
@@ -135,7 +134,7 @@ def _parse_row(row: dict[str, str], line: int, base: Path) -> tuple[Job | None, 
         target = resolve(row["target"])
         argv, inputs = ["neuralize", str(target)], [target]
         for pair in _split(row["context"], ";"):
-            parts = _PAIR_SEPARATOR.split(pair)
+            parts = split_pair(pair)
             if len(parts) != 2:
                 problems.append(f"context '{pair}' must be 'image:label'")
                 continue
@@ -174,6 +173,16 @@ def parsed_arguments(job: Job) -> argparse.Namespace:
     from ..cli.main import build_parser
 
     return build_parser().parse_args(job.argv + ["--out", "OUT"])
+
+
+def split_pair(text: str) -> list[str]:
+    """'image:label' → [image, label]; a Windows drive's colon ('C:\\a.nii:C:\\b.nii') does not split."""
+    def is_drive(i: int) -> bool:
+        return (text[i - 1].isalpha() and (i == 1 or text[i - 2] == ":") and i + 1 < len(text)
+                and text[i + 1] in "\\/")
+
+    cuts = [i for i, c in enumerate(text) if c == ":" and i > 0 and not is_drive(i)]
+    return [text[:cuts[0]], text[cuts[0] + 1:]] if len(cuts) == 1 else [text]
 
 
 def _split(text: str, separator: str) -> list[str]:
