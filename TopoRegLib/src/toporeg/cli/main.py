@@ -7,10 +7,11 @@ import sys
 
 from .. import __version__
 from ..errors import CancelledError, TopoRegError
-from . import bench_cmd, demo, info, models_cmd, neuralize_cmd, register_cmd, segment_cmd, topology_cmd, train_cmd
+from . import (batch_cmd, bench_cmd, controls_cmd, demo, info, models_cmd, neuralize_cmd, register_cmd, segment_cmd,
+               serve_cmd, topology_cmd, train_cmd)
 
-SUBCOMMANDS = [info, register_cmd, topology_cmd, segment_cmd, neuralize_cmd, models_cmd, demo, bench_cmd,
-               train_cmd]
+SUBCOMMANDS = [info, register_cmd, topology_cmd, controls_cmd, segment_cmd, neuralize_cmd, models_cmd, demo,
+               bench_cmd, train_cmd, batch_cmd, serve_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:
