@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from ..progress import Progress
 from ..registration.device import threads_for_grid
@@ -40,17 +41,24 @@ class PairFit:
 
 def fit_pair(fixed: torch.Tensor, moving: torch.Tensor, features, *, init_mu: torch.Tensor | None = None,
              iterations: int = 60, lr: float = 0.1, prior: PriorParameters | None = None,
-             sigma2: torch.Tensor | None = None, progress: Progress | None = None) -> PairFit:
+             sigma2: torch.Tensor | None = None, progress: Progress | None = None, coarse: int = 1) -> PairFit:
     """Fit μ, v for J = `fixed`, I = `moving` (both (1, 1, *S) on the same grid). `prior`/`sigma2` given:
-    kept fixed (e.g. a learned model's running values); otherwise fitted to this pair."""
+    kept fixed (e.g. a learned model's running values); otherwise fitted to this pair.
+
+    `coarse` > 1 optimises μ on the feature maps averaged over coarse³ blocks (μ is smooth under the prior) and
+    then scores once at full resolution: what makes 80-channel semantic features affordable on a 3D brain."""
     progress = progress or Progress()
     shape = fixed.shape[2:]
-    f_fixed, f_moving = features(fixed).detach(), features(moving).detach()
-    mu0 = init_mu if init_mu is not None else torch.zeros((1, len(shape), *shape), device=fixed.device)
-    mu = torch.nn.Parameter(mu0.detach().clone().float())
+    full_fixed, full_moving = features(fixed).detach(), features(moving).detach()
+    mu_full0 = init_mu if init_mu is not None else torch.zeros((1, len(shape), *shape), device=fixed.device)
+    with torch.no_grad():
+        s2 = sigma2 if sigma2 is not None else robust_feature_variance(
+            full_fixed, warp(full_moving, mu_full0.float(), padding="border"))
+    f_fixed, f_moving = _coarser(full_fixed, coarse), _coarser(full_moving, coarse)
+    coarse_shape = f_fixed.shape[2:]
+    mu = torch.nn.Parameter(resize_displacement(mu_full0.detach().float(), coarse_shape))
     with torch.no_grad():
         warped0 = warp(f_moving, mu, padding="border")
-        s2 = sigma2 if sigma2 is not None else robust_feature_variance(f_fixed, warped0)
         state = {"prior": prior or _initial_prior(mu, warped0, s2)}
 
     def variance(warped: torch.Tensor) -> torch.Tensor:
@@ -66,17 +74,36 @@ def fit_pair(fixed: torch.Tensor, moving: torch.Tensor, features, *, init_mu: to
 
     optimiser = torch.optim.Adam([mu], lr=lr)
     settings = RegistrationSettings(early_stop_window=10, early_stop_tolerance=1e-5)
-    with threads_for_grid(math.prod(shape), fixed.device):  # small grids: one thread, as the registration engine
+    with threads_for_grid(math.prod(coarse_shape), fixed.device):  # small grids: one thread, as the registration engine
         minimise(loss_fn, optimiser, iterations, settings,
                  lambda i, loss: progress.update("topology", i / max(iterations, 1), f"ELBO fit {i}/{iterations}"))
     with torch.no_grad():
-        mu_final = mu.detach()
+        mu_final = resize_displacement(mu.detach(), shape)
+        f_fixed, f_moving = full_fixed, full_moving
         warped = warp(f_moving, mu_final, padding="border")
         var = variance(warped)
         if prior is None:
             state["prior"] = fit_alpha_beta(mu_final, var)
         terms = score_terms(f_fixed, warped, mu_final, var, s2, state["prior"])
     return PairFit(mu_final, var, state["prior"], s2, terms)
+
+
+def _coarser(features: torch.Tensor, factor: int) -> torch.Tensor:
+    if factor <= 1:
+        return features
+    size = [max(1, n // factor) for n in features.shape[2:]]
+    return F.adaptive_avg_pool3d(features, size) if features.dim() == 5 else F.adaptive_avg_pool2d(features, size)
+
+
+def resize_displacement(mu: torch.Tensor, shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
+    """A (1, D, *S) displacement in voxels resampled to another grid over the same field of view (values scaled
+    per axis by the size ratio); unchanged when the shape already matches."""
+    if tuple(mu.shape[2:]) == tuple(shape):
+        return mu.clone()
+    mode = "trilinear" if mu.dim() == 5 else "bilinear"
+    out = F.interpolate(mu, size=tuple(shape), mode=mode, align_corners=False)
+    ratio = torch.tensor([n / m for n, m in zip(shape, mu.shape[2:])], dtype=mu.dtype, device=mu.device)
+    return out * ratio.view(1, -1, *([1] * len(shape)))
 
 
 def _initial_prior(mu: torch.Tensor, warped: torch.Tensor, sigma2: torch.Tensor) -> PriorParameters:
