@@ -98,6 +98,8 @@ class Page:
         while True:
             element = self.find(css)
             self.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+            if not self._settled(element) and time.monotonic() < end:
+                continue  # still moving (an expansion panel opening): a click now can land beside it
             try:
                 element.click()
                 return
@@ -105,6 +107,16 @@ class Page:
                 if time.monotonic() > end:
                     raise
                 time.sleep(0.3)
+
+    @staticmethod
+    def _settled(element, pause: float = 0.15) -> bool:
+        """Displayed and at the same place twice in a row."""
+        if not element.is_displayed():
+            time.sleep(pause)
+            return False
+        before = element.rect
+        time.sleep(pause)
+        return element.rect == before
 
     def choose(self, css: str, *titles: str) -> None:
         """Open the VSelect with class `css` and click the items with these titles (several: a multiple select)."""
