@@ -141,7 +141,7 @@ def _parse_row(row: dict[str, str], line: int, base: Path) -> tuple[Job | None, 
             image, output = resolve(parts[0]), resolve(parts[1])
             argv += ["--context", str(image), str(output)]
             inputs += [image, output]
-        if not any(o == "--task" or o.startswith("--task=") for o in options):
+        if not has_option(options, "--task"):
             argv += ["--task", "segment"]
     argv += options
     if problems:
@@ -183,6 +183,11 @@ def split_pair(text: str) -> list[str]:
 
     cuts = [i for i, c in enumerate(text) if c == ":" and i > 0 and not is_drive(i)]
     return [text[:cuts[0]], text[cuts[0] + 1:]] if len(cuts) == 1 else [text]
+
+
+def has_option(options: list[str], name: str) -> bool:
+    """`name` among the row's extra flags, as `--name VALUE` or `--name=VALUE`."""
+    return any(o == name or o.startswith(f"{name}=") for o in options)
 
 
 def _split(text: str, separator: str) -> list[str]:

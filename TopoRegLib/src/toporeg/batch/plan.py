@@ -8,11 +8,11 @@ read them with `--control-stats`.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .manifest import Job, parsed_arguments
+from .manifest import Job, has_option, parsed_arguments
 from .records import ChecksumCache, is_finished, job_dir
 
 SHARED_PREFIX = "_controls-"
@@ -47,15 +47,14 @@ def plan_tasks(jobs: list[Job], out: Path, *, device: str | None = None) -> list
         job = _with_device(job, device)
         needs = []
         if job.controls:
-            stats = _control_statistics_job(job, out, device)
+            stats = _control_statistics_job(job)
             if stats.id not in shared:
                 shared[stats.id] = Task(stats, checksum.of(stats))
             needs.append(stats.id)
-            job = Job(job.id, job.operation, job.argv + ["--control-stats", str(job_dir(out, stats.id))],
-                      [p for p in job.inputs if p not in job.controls] + [job_dir(out, stats.id)], job.row,
-                      [], job.options)
-        checksums = {str(p): checksum(p) for p in job.inputs if not _is_shared(str(p), out)}
-        tasks.append(Task(job, checksums, needs))
+            # the statistics folder is covered by its own task's record; the controls' checksums are in it
+            job = replace(job, argv=job.argv + ["--control-stats", str(job_dir(out, stats.id))],
+                          inputs=[p for p in job.inputs if p not in job.controls], controls=[])
+        tasks.append(Task(job, checksum.of(job), needs))
     ordered = list(shared.values()) + tasks
     for task in ordered:
         task.skip = is_finished(out, task.job, task.checksums) and all(shared[n].skip for n in task.needs)
@@ -63,13 +62,12 @@ def plan_tasks(jobs: list[Job], out: Path, *, device: str | None = None) -> list
 
 
 def _with_device(job: Job, device: str | None) -> Job:
-    if device is None or any(o == "--device" or o.startswith("--device=") for o in job.options):
+    if device is None or has_option(job.options, "--device"):
         return job
-    return Job(job.id, job.operation, job.argv + ["--device", device], job.inputs, job.row, job.controls,
-               job.options)
+    return replace(job, argv=job.argv + ["--device", device])
 
 
-def _control_statistics_job(job: Job, out: Path, device: str | None) -> Job:
+def _control_statistics_job(job: Job) -> Job:
     """`toporeg controls` with the row's topology settings; its id is a hash of the controls and settings."""
     args = parsed_arguments(job)
     flags = ["--method", args.method, "--features", args.features, "--preset", args.preset,
@@ -79,8 +77,3 @@ def _control_statistics_job(job: Job, out: Path, device: str | None) -> Job:
     argv = ["controls", *map(str, job.controls), *flags]
     key = hashlib.sha256("\0".join(argv).encode()).hexdigest()[:12]
     return Job(f"{SHARED_PREFIX}{key}", "controls", argv, list(job.controls), job.row)
-
-
-def _is_shared(path: str, out: Path) -> bool:
-    """A shared statistics folder is covered by its own task's checksums (it does not exist before it runs)."""
-    return Path(path).parent == out / "jobs" and Path(path).name.startswith(SHARED_PREFIX)
