@@ -174,6 +174,26 @@ def downsampled_node(mini: MiniSlicer, node, factor: int, name: str):
         np.ascontiguousarray(volume.data[::factor, ::factor, ::factor]), affine), name)
 
 
+def save_scene(mini: MiniSlicer, folder: Path) -> None:
+    """What File > Save does: every shown volume and transform through its storage node, then the scene as .mrml."""
+    import slicer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for node in slicer.util.getNodesByClass("vtkMRMLStorableNode", mini.scene):
+        if node.GetHideFromEditors() or not (node.IsA("vtkMRMLVolumeNode") or node.IsA("vtkMRMLTransformNode")):
+            continue
+        storage = node.GetStorageNode() or node.CreateDefaultStorageNode()
+        if node.GetStorageNode() is None:
+            mini.scene.AddNode(storage)
+            node.SetAndObserveStorageNodeID(storage.GetID())
+        suffix = ".h5" if node.IsA("vtkMRMLTransformNode") else ".nrrd"
+        storage.SetFileName(str(folder / f"{node.GetID()}{suffix}"))
+        assert storage.WriteData(node), node.GetName()
+    mini.scene.SetRootDirectory(str(folder))
+    mini.scene.SetURL(str(folder / "scene.mrml"))
+    assert mini.scene.Commit()
+
+
 def correlation(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, float).ravel(), np.asarray(b, float).ravel()
     return float(np.corrcoef(a, b)[0, 1])

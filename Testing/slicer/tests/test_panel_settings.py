@@ -12,7 +12,7 @@ import qt
 import slicer
 import slicer.util
 
-from toporeg_slicer_testing import MiniSlicer, blended_slice, blobs, oblique_affine
+from toporeg_slicer_testing import MiniSlicer, blended_slice, blobs, oblique_affine, save_scene
 from toporeg.io import Volume
 from TopoRegLogic import nodes
 from TopoRegLogic import topology_display as overlay
@@ -141,20 +141,6 @@ def _widget():
     return widget
 
 
-def _save(mini, folder):
-    """Write the volumes through storage nodes and the scene as .mrml (what File > Save does)."""
-    folder.mkdir()
-    for node in nodes.scene_nodes(mini.scene, "vtkMRMLScalarVolumeNode"):
-        storage = node.CreateDefaultStorageNode()
-        mini.scene.AddNode(storage)
-        node.SetAndObserveStorageNodeID(storage.GetID())
-        storage.SetFileName(str(folder / f"{node.GetID()}.nrrd"))
-        assert storage.WriteData(node), node.GetName()
-    mini.scene.SetRootDirectory(str(folder))
-    mini.scene.SetURL(str(folder / "scene.mrml"))
-    assert mini.scene.Commit()
-
-
 def test_topology_and_uncertainty_settings_survive_scene_save_and_reload(mini_slicer, tmp_path):
     assert set(UNCERTAINTY_TASKS) == set(TASKS)
     scene = mini_slicer.scene
@@ -178,7 +164,7 @@ def test_topology_and_uncertainty_settings_survive_scene_save_and_reload(mini_sl
     assert _display.GetDisplayNode().GetLowerThreshold() == pytest.approx(0.4)      # the slider reached the overlay
     assert raw.GetParameter("heatmapThreshold") == "40" and raw.GetParameter("uncertaintyTask") == "brain"
     widget.cleanup()
-    _save(mini_slicer, tmp_path / "saved")
+    save_scene(mini_slicer, tmp_path / "saved")
 
     reloaded = MiniSlicer(tmp_path / "second")                     # a new application, as after restarting Slicer
     reloaded.scene.SetURL(str(tmp_path / "saved" / "scene.mrml"))

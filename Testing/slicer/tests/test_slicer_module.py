@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import slicer
 
-from toporeg_slicer_testing import MODULE_DIR, SAMPLE_DATA, MiniSlicer, blobs, oblique_affine, tiny_settings
+from toporeg_slicer_testing import (MODULE_DIR, SAMPLE_DATA, MiniSlicer, blobs, oblique_affine, save_scene,
+                                    tiny_settings)
 from toporeg.io import Volume, save_volume
 from TopoRegLogic import nodes
 from TopoRegLogic import transform_nodes as tn
@@ -48,22 +49,6 @@ def test_self_test_runs_on_the_sample_data(mini_slicer):
     assert len(transforms) == 1 and transforms[0].GetName() == "Colin27 to MNI152 (TopoReg)"
 
 
-def _save_scene(mini, folder):
-    for node in slicer.util.getNodesByClass("vtkMRMLStorableNode", mini.scene):
-        if node.GetHideFromEditors() or not (node.IsA("vtkMRMLVolumeNode") or node.IsA("vtkMRMLTransformNode")):
-            continue
-        storage = node.GetStorageNode() or node.CreateDefaultStorageNode()
-        if node.GetStorageNode() is None:
-            mini.scene.AddNode(storage)
-            node.SetAndObserveStorageNodeID(storage.GetID())
-        suffix = ".h5" if node.IsA("vtkMRMLTransformNode") else ".nrrd"
-        storage.SetFileName(str(folder / f"{node.GetID()}{suffix}"))
-        assert storage.WriteData(node), node.GetName()
-    mini.scene.SetRootDirectory(str(folder))
-    mini.scene.SetURL(str(folder / "scene.mrml"))
-    assert mini.scene.Commit()
-
-
 def test_parameter_node_and_outputs_survive_scene_save_and_reload(mini_slicer, tmp_path):
     import TopoReg
 
@@ -81,8 +66,7 @@ def test_parameter_node_and_outputs_survive_scene_save_and_reload(mini_slicer, t
     logic.registration.apply_results(params, RegistrationOutputs(displacement_ras=u, fixed_affine=affine))
     assert params.outputTransform is not None
     folder = tmp_path / "saved"
-    folder.mkdir()
-    _save_scene(mini_slicer, folder)
+    save_scene(mini_slicer, folder)
 
     reloaded = MiniSlicer(tmp_path / "second")            # a new application, as after restarting Slicer
     reloaded.scene.SetURL(str(folder / "scene.mrml"))
