@@ -229,7 +229,7 @@ def test_train_topology_resume_continues_from_the_checkpoint(tmp_path):
 def test_topology_report_messages_warn_about_the_input_domain(tmp_path):
     """A whole head (3.7 L of foreground) against a skull-stripped brain (1.8 L): report.json's `messages` say so (the
     Slicer panel shows them); brain masks silence it; a learned model's card adds its own domain checks."""
-    from toporeg.models.inference import model_grid
+    from toporeg.models.model_grid import model_grid
     from toporeg.topology.pipeline import TopologySettings, domain_messages
 
     shape, spacing = (20, 20, 20), 10.0

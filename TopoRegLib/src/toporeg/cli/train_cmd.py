@@ -1,4 +1,4 @@
-"""`toporeg train registration|deepsim|topology|segmentation ...`: reproducible training runs (config + seed)."""
+"""`toporeg train registration|deepsim|topology|segmentation|neuralizer|dio|carl ...`: reproducible training runs (config + seed)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import argparse
 import importlib
 
 TRAINERS = {"registration": "train_registration", "deepsim": "train_deepsim", "topology": "train_topology",
-            "segmentation": "train_segmentation", "neuralizer": "train_neuralizer"}
+            "segmentation": "train_segmentation", "neuralizer": "train_neuralizer",
+            "dio": "train_dio", "carl": "train_carl"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -20,7 +20,7 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    if name in ("learned_register", "LearnedRegistrationResult"):
+    if name in ("learned_register", "LearnedRegistrationResult"):  # file I/O + engine: loaded on first use
         from . import inference
         return getattr(inference, name)
     raise AttributeError(name)

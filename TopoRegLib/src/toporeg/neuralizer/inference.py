@@ -28,7 +28,7 @@ import torch
 from ..errors import InputError
 from ..geometry import normalize_to_bounds, percentile_bounds, resample_to, tensor_to_volume, volume_to_tensor
 from ..io import Volume, save_volume
-from ..models.inference import PERCENTILES
+from ..models.model_grid import PERCENTILES
 from ..progress import CancelToken, Progress, ticker
 from ..registration import RegistrationSettings, register
 from ..segmentation.inference import card_spacing, check_image, domain_messages, network_grid

@@ -25,7 +25,7 @@ import torch
 from ..errors import InputError
 from ..geometry import percentile_normalize, resample_to, tensor_to_volume, to_canonical, volume_to_tensor
 from ..io import Volume, check_geometry, check_intensities, check_spatial_ndim, save_volume
-from ..models.inference import PERCENTILES, foreground, model_grid, whole_head_warning
+from ..models.model_grid import PERCENTILES, foreground, model_grid, whole_head_warning
 from ..progress import CancelToken, Progress, ticker
 from .models import SegmentationModel
 from .uncertainty import entropy, pairwise_distances

@@ -25,7 +25,7 @@ from .. import __version__
 from ..errors import InputError
 from ..io import Volume
 from ..io.atomic import atomic_path
-from ..models.inference import model_grid
+from ..models.model_grid import model_grid
 from ..progress import Progress
 from ..registration.device import resolve_device
 from .pipeline import PairFitterFactory, TopologySettings

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..models.inference import (WHOLE_HEAD_LITRES, learned_domain_messages, foreground, model_grid, network_input,
+from ..models.model_grid import (WHOLE_HEAD_LITRES, learned_domain_messages, foreground, model_grid, network_input,
                                 whole_head_warning)
 from ..io import Volume
 from ..progress import Progress

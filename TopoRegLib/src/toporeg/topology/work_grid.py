@@ -13,7 +13,7 @@ import torch
 from ..errors import InputError
 from ..geometry import resample_to
 from ..io import Volume
-from ..models.inference import network_input
+from ..models.model_grid import network_input
 from ..progress import Progress
 from ..registration import preset, register
 
