@@ -20,7 +20,8 @@ from ..progress import Progress
 from ..registration import RegistrationSettings
 from ..registration.device import resolve_device
 from ..transforms.sampling import warp
-from .grid_registration import GridField, LearnedRegistrationResult, prealign, register_on_model_grid
+from .grid_registration import GridField, LearnedRegistrationResult, register_on_model_grid
+from .grid_registration import prealign as run_prealign
 from .losses import GaussianImageTerm, laplacian_quadratic
 from .weights import load_model
 
@@ -48,10 +49,14 @@ def _refine(model, velocity: torch.Tensor, moving: torch.Tensor, fixed: torch.Te
 def learned_register(fixed: Volume, moving: Volume, model: torch.nn.Module | str | Path, *,
                      refine_iterations: int = 0, int_steps: int | None = None,
                      affine_settings: RegistrationSettings | None = None, fixed_mask: Volume | None = None,
-                     moving_mask: Volume | None = None, card: dict[str, Any] | None = None,
+                     moving_mask: Volume | None = None, prealign: str = "affine",
+                     initial_transform: np.ndarray | None = None, card: dict[str, Any] | None = None,
                      progress: Progress | None = None, device: str | torch.device = "auto"
                      ) -> LearnedRegistrationResult:
-    """Register `moving` onto `fixed` with a VoxelMorph-diff model (module, or weights path with its card)."""
+    """Register `moving` onto `fixed` with a VoxelMorph-diff model (module, or weights path with its card).
+
+    `prealign`: 'affine' (the engine, from `initial_transform` when given; the model's training domain) or
+    'none' (`initial_transform` or identity)."""
     progress = progress or Progress()
     start = time.perf_counter()
     dev = resolve_device(device)
@@ -62,8 +67,9 @@ def learned_register(fixed: Volume, moving: Volume, model: torch.nn.Module | str
     if getattr(model, "ndim", fixed.spatial_ndim) != fixed.spatial_ndim:
         raise InputError(f"the model is {model.ndim}D but the images are {fixed.spatial_ndim}D")
     settings = affine_settings or RegistrationSettings()
-    transform, messages = prealign(fixed, moving, "affine", settings, fixed_mask=fixed_mask, moving_mask=moving_mask,
-                                   progress=progress.sub("affine", 0.0, 0.6), device=dev)
+    transform, messages = run_prealign(fixed, moving, prealign, settings, initial=initial_transform,
+                                       fixed_mask=fixed_mask, moving_mask=moving_mask,
+                                       progress=progress.sub("affine", 0.0, 0.6), device=dev)
     steps = int_steps or model.int_steps
 
     def network(m_net: torch.Tensor, f_net: torch.Tensor, grid: Volume, _progress: Progress) -> GridField:
@@ -77,7 +83,7 @@ def learned_register(fixed: Volume, moving: Volume, model: torch.nn.Module | str
             inv = model.integrate(-velocity, grid.grid_shape, steps)
             var_mm2 = out.uncertainty() * float(np.mean(grid.spacing[:fixed.spatial_ndim]) ** 2)
         return GridField(disp, inv, maps={"uncertainty": var_mm2}, map_units={"uncertainty": "mm2"},
-                         settings={"int_steps": steps, "refine_iterations": refine_iterations,
+                         settings={"prealign": prealign, "int_steps": steps, "refine_iterations": refine_iterations,
                                    "affine_settings": {k: v for k, v in vars(settings).items() if k != "extra"}})
 
     return register_on_model_grid(fixed, moving, card, network, name="learned", transform_ras=transform,

@@ -54,6 +54,10 @@ def _builtin_architectures() -> None:
         register_architecture(seg.__name__, seg)
     from ..neuralizer.model import Neuralizer
     register_architecture("Neuralizer", Neuralizer)
+    from ..carl.model import CARL
+    register_architecture("CARL", CARL)
+    from ..dio.features import DIOFeatureNet
+    register_architecture("DIOFeatureNet", DIOFeatureNet)
 
 
 def build_model(architecture: str, kwargs: dict[str, Any]) -> torch.nn.Module:

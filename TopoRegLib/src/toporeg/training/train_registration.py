@@ -195,11 +195,26 @@ def train(cfg: RegistrationTrainConfig, out_dir: str | Path, *, resume: bool = F
         extra={"files": sorted(p.name for p in out.iterdir() if not p.name.startswith("."))}))
 
 
+def input_domain(ndim: int, data: Data, *,
+                 preprocessing: str = "affine pre-alignment by the optimisation engine, then resampling to this grid"
+                 ) -> dict[str, Any]:
+    """The model card's input_domain for a network trained on `data` (the template grid, or synthetic only)."""
+    shape = list(data.shape)
+    return {
+        "modality": "T1w MRI (brain)", "skull": "stripped", "ndim": ndim,
+        "spacing_mm": [GRID_SPACING] * ndim, "shape": shape, "orientation": "RAS (canonical)",
+        "grid_origin_ras_mm": list(GRID_ORIGIN[:ndim]) if data.templates is not None else None,
+        "slices": "axial (i, j plane of the RAS grid)" if ndim == 2 else None,
+        "field_of_view_mm": [GRID_SPACING * n for n in shape],
+        "intensity": f"percentile {INTENSITY_PERCENTILES[0]}/{INTENSITY_PERCENTILES[1]} -> [0, 1], clipped",
+        "preprocessing": preprocessing,
+    }
+
+
 def _card(cfg, data: Data, step: int, seconds: float, dev, final: dict, conv: dict) -> dict[str, Any]:
     ndim = cfg.ndim
     sources = ([common.SYNTH_DATA] if data.synth is not None else []) + (
         common.TEMPLATE_DATA if data.templates is not None else [])
-    shape = list(data.shape)
     return {
         "task": "registration",
         "method": "VoxelMorph-diff (Dalca et al., MedIA 2019): probabilistic diffeomorphic registration",
@@ -213,15 +228,7 @@ def _card(cfg, data: Data, step: int, seconds: float, dev, final: dict, conv: di
                        "dice_definition": "mean foreground Dice of nearest-neighbour-warped moving labels (tissue CSF/GM/WM "
                                "for templates, random labels for synthetic)",
                        "folding_definition": "% voxels with det J <= 0 inside the fixed labels' foreground"},
-        "input_domain": {
-            "modality": "T1w MRI (brain)", "skull": "stripped", "ndim": ndim,
-            "spacing_mm": [GRID_SPACING] * ndim, "shape": shape, "orientation": "RAS (canonical)",
-            "grid_origin_ras_mm": list(GRID_ORIGIN[:ndim]) if data.templates is not None else None,
-            "slices": "axial (i, j plane of the RAS grid)" if ndim == 2 else None,
-            "field_of_view_mm": [GRID_SPACING * n for n in shape],
-            "intensity": f"percentile {INTENSITY_PERCENTILES[0]}/{INTENSITY_PERCENTILES[1]} -> [0, 1], clipped",
-            "preprocessing": "affine pre-alignment by the optimisation engine, then resampling to this grid",
-        },
+        "input_domain": input_domain(ndim, data),
         "outputs": {"displacement": "voxels of the fixed network grid, x_moving = x + u(x)",
                     "velocity": f"stationary, on a 1/{2 ** cfg.model.get('velocity_level', 1)} resolution grid, "
                                 "in its voxels; integrated with scaling and squaring",
