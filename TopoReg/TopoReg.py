@@ -21,7 +21,7 @@ from slicer.util import VTKObservationMixin
 from TopoRegLogic import install, nodes, sample_data
 from TopoRegLogic.background import one_line
 from TopoRegLogic.neuralizer_logic import NeuralizerLogic, NeuralizerParameters
-from TopoRegLogic.params import (AVAILABLE_METHODS, DEVICES, METHODS, PRESETS, SIMILARITIES, TOPOLOGY_FEATURES,
+from TopoRegLogic.params import (DEVICES, METHODS, PRESETS, SIMILARITIES, TOPOLOGY_FEATURES,
                                  TOPOLOGY_METHODS, TRANSFORM_MODELS, UNCERTAINTY_TASKS, as_params)
 from TopoRegLogic.registration_logic import RegistrationLogic
 from TopoRegLogic.topology_logic import TopologyLogic, TopologyParameters
@@ -41,7 +41,8 @@ class TopoReg(ScriptedLoadableModule):  # noqa: F405
         self.parent.contributors = ["TopoReg developers"]
         self.parent.helpText = _(
             "Topology-aware deformable registration of a moving volume onto a fixed volume (training-free "
-            "optimisation; learned, DIO and CARL methods arrive with their models). Outputs: a transform node "
+            "optimisation, a learned VoxelMorph-diff network, DIO learned features with a switchable solver, or CARL "
+            "for large misalignment). Outputs: a transform node "
             "(fixed-to-moving displacement, the resampling direction), an optional warped volume on the fixed grid "
             "and a Jacobian-determinant overlay showing folding. The topology heatmap shows where no smooth "
             "deformation explains the fixed image (nats per voxel). The uncertainty panel segments brain or tissue "
@@ -60,6 +61,7 @@ class TopoRegParameterNode:
     fixedVolume: vtkMRMLScalarVolumeNode
     movingVolume: vtkMRMLScalarVolumeNode
     method: Annotated[str, Choice(list(METHODS))] = "optimize"
+    registrationModel: str = ""  # learned/dio/carl: model name or .safetensors path; empty: the bundled default
     preset: Annotated[str, Choice(list(PRESETS))] = "default"
     transformModel: Annotated[str, Choice(list(TRANSFORM_MODELS))] = "svf"
     similarity: Annotated[str, Choice(list(SIMILARITIES))] = "lncc"
@@ -119,6 +121,7 @@ class TopoRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # noqa:
         self.uncertaintyPanel = UncertaintyPanel(self.ui, self.logic.uncertainty, self._timer, ensure)
         self.neuralizerPanel = NeuralizerPanel(self.ui, self.logic.neuralizer, self._timer, ensure)
         self.warpAlongSelector = WarpAlongSelector(self.ui.warpAlongSelector)
+        self.ui.registrationModelComboBox.addItems([""] + self.logic.registration.available_models())
         self.initializeParameterNode()
 
     def _panels(self):  # the sections in TopoRegWidgets/ (each has its runner and updateButtons)
@@ -176,14 +179,8 @@ class TopoRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # noqa:
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-            self._disableUnavailableMethods()
             self._checkCanApply()
         self.warpAlongSelector.setParameterNode(self._parameterNode)
-
-    def _disableUnavailableMethods(self):
-        model = self.ui.methodComboBox.model()
-        for index, method in enumerate(METHODS):
-            model.item(index).setEnabled(method in AVAILABLE_METHODS)
 
     def _checkCanApply(self, caller=None, event=None):
         running = self._runner is not None and self._runner.running
@@ -204,6 +201,7 @@ class TopoRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # noqa:
                 return
             self.ui.logTextEdit.clear()
             self.ui.logTextEdit.visible = False
+            self._parameterNode.registrationModel = self.ui.registrationModelComboBox.currentText.strip()
             self._runner = self.logic.startBackground(self._parameterNode, self._onProgress, self._onDone)
         except Exception as exc:  # bad input or missing dependency: one line in the panel, details in the log
             logging.exception("TopoReg: could not start the registration")

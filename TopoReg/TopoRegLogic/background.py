@@ -55,6 +55,7 @@ class BackgroundCliLogic:
 
     busy_message = "a computation is already running"
     temp_prefix = "TopoReg-"
+    model_task: str | None = None  # the model cards' `task` this panel offers (see `available_models`)
 
     def __init__(self, scene, *, launcher: Callable = popen_launcher, python: str | None = None,
                  temp_root: str | Path | None = None, keep_temp: bool = False):
@@ -63,6 +64,14 @@ class BackgroundCliLogic:
         self.runner: CliRunner | None = None
         self.last: dict = {}
         self.input_names: dict[str, str] = {}
+
+    def available_models(self) -> list[str]:
+        """Names of the installed models for this panel's task (empty before the library is installed)."""
+        try:
+            from toporeg.models.catalogue import list_models
+        except ImportError:
+            return []
+        return [m["name"] for m in list_models() if m.get("task") == self.model_task]
 
     def _start_run(self, write_arguments: Callable[[Path], list[str]], apply: Callable[[Path], str],
                    on_progress: Callable | None, on_done: Callable[[bool, str], None] | None,

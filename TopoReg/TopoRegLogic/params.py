@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-METHODS = ("optimize", "learned", "dio", "carl")
-AVAILABLE_METHODS = ("optimize",)           # learned / DIO / CARL arrive with their capabilities
+METHODS = ("optimize", "learned", "dio", "carl")  # toporeg.methods.METHODS (tested)
+DIO_TRANSFORMS = ("svf", "displacement", "affine")  # the DIO solver's transforms (no rigid)
 PRESETS = ("fast", "default", "accurate")
 TRANSFORM_MODELS = ("svf", "displacement", "affine", "rigid")
 LINEAR_MODELS = ("affine", "rigid")
@@ -58,6 +58,7 @@ class RegistrationParams:
     fixedVolume: Any = None
     movingVolume: Any = None
     method: str = "optimize"
+    registrationModel: str = ""  # learned/dio/carl: installed model name or .safetensors path; "" = bundled default
     preset: str = "default"
     transformModel: str = "svf"
     similarity: str = "lncc"

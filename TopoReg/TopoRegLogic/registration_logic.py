@@ -23,7 +23,7 @@ from . import landmarks, nodes
 from . import transform_nodes as tn
 from .background import BackgroundCliLogic
 from .outputs import RegistrationOutputs, outputs_from_directory, outputs_from_result
-from .params import (AVAILABLE_METHODS, DEVICES, METHODS, PRESETS, SIMILARITIES, TRANSFORM_MODELS, as_params, get)
+from .params import DEVICES, DIO_TRANSFORMS, METHODS, PRESETS, SIMILARITIES, TRANSFORM_MODELS, as_params, get
 from .runner import CliRunner, popen_launcher
 
 JACOBIAN_REFERENCE = "TopoReg.Jacobian"
@@ -39,6 +39,7 @@ class RegistrationLogic(BackgroundCliLogic):
 
     busy_message = "a registration is already running"
     temp_prefix = "TopoReg-"
+    model_task = "registration"
 
     def __init__(self, scene, *, volumes_logic=None, segmentations_logic=None, launcher: Callable = popen_launcher,
                  python: str | None = None, temp_root: str | Path | None = None, keep_temp: bool = False):
@@ -60,8 +61,11 @@ class RegistrationLogic(BackgroundCliLogic):
         method = get(params, "method")
         if method not in METHODS:
             raise nodes.input_error(f"unknown method '{method}'")
-        if method not in AVAILABLE_METHODS:
-            raise nodes.input_error(f"method '{method}' is not available in this version; use 'optimize'")
+        if method == "dio" and get(params, "transformModel") not in DIO_TRANSFORMS:
+            raise nodes.input_error(f"the DIO solver has no {get(params, 'transformModel')} transform: choose "
+                                    f"{', '.join(DIO_TRANSFORMS)}")
+        if get(params, "topologyAware") and method != "optimize":
+            raise nodes.input_error(f"topology-aware registration uses the 'optimize' method, not '{method}'")
         for name, choices in (("preset", PRESETS), ("transformModel", TRANSFORM_MODELS),
                               ("similarity", SIMILARITIES), ("device", DEVICES)):
             if get(params, name) not in choices:
@@ -98,21 +102,31 @@ class RegistrationLogic(BackgroundCliLogic):
         return preset(get(params, "preset"), transform=get(params, "transformModel"),
                       similarity=get(params, "similarity"))
 
+    @staticmethod
+    def method_options(params):
+        """The learned methods' options (`toporeg.methods.MethodOptions`): the chosen model, DIO's transform."""
+        from toporeg.methods import MethodOptions
+
+        method, model = get(params, "method"), (get(params, "registrationModel") or "").strip()
+        return MethodOptions(model=(model or None) if method != "optimize" else None,
+                             dio_transform=get(params, "transformModel") if method == "dio" else None)
+
     # --- in process --------------------------------------------------------------------------
     def run_in_process(self, params, progress_cb: Callable[[str, float, str], None] | None = None,
                        cancel_token=None) -> str:
         """Register now, in this process; returns the status line (raises on bad input or cancel)."""
+        from toporeg.methods import register_with_method
         from toporeg.progress import CancelToken, Progress
-        from toporeg.registration import register
 
         if get(params, "topologyAware"):
             raise nodes.input_error("topology-aware registration runs through the toporeg CLI: use start_background")
         inputs = self.collect_inputs(params)
         progress = Progress(progress_cb, cancel_token or CancelToken())
         start = time.perf_counter()
-        result = register(inputs["fixed"], inputs["moving"], self.settings_for(params),
-                          fixed_mask=inputs["fixed_mask"], moving_mask=inputs["moving_mask"],
-                          initial_transform=inputs["initial"], progress=progress, device=get(params, "device"))
+        result = register_with_method(get(params, "method"), inputs["fixed"], inputs["moving"], self.settings_for(params),
+                                      self.method_options(params), fixed_mask=inputs["fixed_mask"],
+                                      moving_mask=inputs["moving_mask"], initial_transform=inputs["initial"],
+                                      progress=progress, device=get(params, "device"))
         self.last["result"] = result
         return self.apply_results(params, outputs_from_result(result, time.perf_counter() - start))
 
@@ -141,7 +155,8 @@ class RegistrationLogic(BackgroundCliLogic):
         return ["register", *input_args[:2], "--out", str(out_dir), "--method", get(params, "method"),
                 "--preset", get(params, "preset"), "--transform", get(params, "transformModel"),
                 "--similarity", get(params, "similarity"), "--device", get(params, "device"), *input_args[2:],
-                *(["--topology-aware"] if get(params, "topologyAware") else [])]
+                *(["--topology-aware"] if get(params, "topologyAware") else []),
+                *(["--model", model] if (model := self.method_options(params).model) else [])]
 
     def start_background(self, params, on_progress: Callable | None = None,
                          on_done: Callable[[bool, str], None] | None = None, work_dir: str | Path | None = None

@@ -74,6 +74,7 @@ class TopologyLogic(BackgroundCliLogic):
 
     busy_message = "a heatmap computation is already running"
     temp_prefix = "TopoRegTopology-"
+    model_task = "topology"
 
     def __init__(self, scene, *, volumes_logic=None, segmentations_logic=None, launcher: Callable = popen_launcher,
                  python: str | None = None, temp_root: str | Path | None = None, keep_temp: bool = False):
@@ -145,14 +146,6 @@ class TopologyLogic(BackgroundCliLogic):
         if params.iterations is not None:
             args += ["--iterations", str(int(params.iterations))]
         return args + input_args[2:]
-
-    def available_models(self) -> list[str]:
-        """Names of the installed topology models (empty before the library is installed)."""
-        try:
-            from toporeg.models.catalogue import list_models
-        except ImportError:
-            return []
-        return [m["name"] for m in list_models() if m.get("task") == "topology"]
 
     # --- background --------------------------------------------------------------------------
     def start_background(self, params, on_progress: Callable | None = None,

@@ -37,7 +37,8 @@ def _constant_shift(affine, shift):
 @pytest.mark.parametrize("change, message", [
     (dict(fixedVolume=None), "select a fixed and a moving volume"),
     (dict(movingVolume="fixed"), "must be different"),
-    (dict(method="dio"), "method 'dio' is not available in this version"),
+    (dict(method="dio", transformModel="rigid"), "DIO solver has no rigid transform"),
+    (dict(method="carl", topologyAware=True), "topology-aware registration uses the 'optimize' method"),
     (dict(similarity="cc"), "unknown similarity 'cc'"),
     (dict(outputVolume="moving"), "output volume must be a new volume"),
 ])

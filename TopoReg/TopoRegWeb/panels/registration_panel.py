@@ -1,4 +1,5 @@
-"""Registration panel: fixed/moving volumes, optional masks, preset, transformation model, similarity and device ->
+"""Registration panel: fixed/moving volumes, optional masks, method (optimize, learned, dio, carl) and its model,
+preset, transformation model (dio: its solver's), similarity and device ->
 `RegistrationParams` -> the module's `RegistrationLogic` (the `toporeg register` CLI in the background).
 
 Web choices that differ from the desktop defaults, and why: the result is always resampled into a new volume (the
@@ -11,7 +12,7 @@ the Slicer module.
 from __future__ import annotations
 
 from TopoRegLogic import nodes
-from TopoRegLogic.params import DEVICES, PRESETS, SIMILARITIES, TRANSFORM_MODELS, RegistrationParams
+from TopoRegLogic.params import DEVICES, METHODS, PRESETS, SIMILARITIES, TRANSFORM_MODELS, RegistrationParams
 
 from . import PanelContext
 from .widgets import button, panel, select, status
@@ -20,7 +21,7 @@ from .widgets import button, panel, select, status
 class RegistrationPanel:
     def __init__(self, ctx: PanelContext):
         self.ctx = ctx
-        ctx.state.update({"reg_status": ""})
+        ctx.state.update({"reg_status": "", "reg_models": [""] + ctx.runtime.registration.available_models()})
 
     def build(self) -> None:
         with panel("Registration", "toporeg-reg", "registration"):
@@ -28,6 +29,9 @@ class RegistrationPanel:
             select("Moving volume", "reg_moving", "images", "toporeg-reg-moving")
             select("Fixed mask (optional)", "reg_fixed_mask", "labels", "toporeg-reg-fixed-mask", clearable=True)
             select("Moving mask (optional)", "reg_moving_mask", "labels", "toporeg-reg-moving-mask", clearable=True)
+            select("Method", "reg_method", list(METHODS), "toporeg-reg-method", default="optimize")
+            select("Model (learned/dio/carl; empty: bundled)", "reg_model", "reg_models", "toporeg-reg-model",
+                   default="", clearable=True)
             select("Preset", "reg_preset", list(PRESETS), "toporeg-reg-preset", default="default")
             select("Transform", "reg_transform", list(TRANSFORM_MODELS), "toporeg-reg-transform", default="svf")
             select("Similarity", "reg_similarity", list(SIMILARITIES), "toporeg-reg-similarity", default="lncc")
@@ -50,7 +54,8 @@ class RegistrationPanel:
         if moving is not None and inputs["fixedVolume"] is not None and moving is not inputs["fixedVolume"]:
             warped = scene.AddNewNodeByClass(nodes.SCALAR_CLASS,
                                              scene.GenerateUniqueName(f"{moving.GetName()} registered"))
-        params = RegistrationParams(**inputs, transformModel=ctx.state.reg_transform,
+        params = RegistrationParams(**inputs, method=ctx.state.reg_method, registrationModel=ctx.state.reg_model or "",
+                                    transformModel=ctx.state.reg_transform,
                                     similarity=ctx.state.reg_similarity, outputVolume=warped, applyToMoving=False,
                                     showJacobian=True)
 

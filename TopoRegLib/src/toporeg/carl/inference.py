@@ -5,10 +5,10 @@ sampled onto the model grid in its own physical position (`prealign="none"`, or 
 `prealign="affine"` runs the optimisation engine's affine first, as the other learned methods do.
 
 Outputs beyond the common ones: the inverse from the swapped pass φ_BA (seed B.9.11), and
-`inverse_consistency` (mm, fixed grid): |φ_AB(φ_BA(x)) − x| ... evaluated as |u_AB(x) + u_BA(x + u_AB(x))|, the
-diagnostic the paper's evaluation logs. `refine=N` is the paper's instance optimisation: N Adam steps on a copy
-of the network's weights for this pair under the training loss (symmetric LNCC + λ·GradICON); the bundled
-weights are never changed.
+`inverse_consistency` (mm, fixed grid): |φ_BA(φ_AB(x)) − x| = |u_AB(x) + u_BA(x + u_AB(x))|, each axis's voxels
+converted to mm by the model grid's spacing on that axis, the diagnostic the paper's evaluation logs. `refine=N`
+is the paper's instance optimisation: N Adam steps on a copy of the network's weights for this pair under the
+training loss (symmetric LNCC + λ·GradICON); the bundled weights are never changed.
 """
 
 from __future__ import annotations
@@ -36,9 +36,15 @@ from .model import CARL
 REFINE_LR = 1e-4
 
 
-def inverse_consistency(phi_ab: torch.Tensor, phi_ba: torch.Tensor) -> torch.Tensor:
-    """(B, 1, *S) |u_AB(x) + u_BA(x + u_AB(x))| in voxels: how far φ_BA∘φ_AB... is from the identity at x."""
-    return (phi_ab + warp(phi_ba, phi_ab, padding="border")).norm(dim=1, keepdim=True)
+def inverse_consistency(phi_ab: torch.Tensor, phi_ba: torch.Tensor, spacing=None) -> torch.Tensor:
+    """(B, 1, *S) |u_AB(x) + u_BA(x + u_AB(x))|: how far φ_BA∘φ_AB is from the identity at x. In voxels, or in
+    mm when `spacing` (the grid's voxel size per axis) is given: each component is scaled before the norm, so an
+    anisotropic grid is measured correctly."""
+    gap = phi_ab + warp(phi_ba, phi_ab, padding="border")
+    if spacing is not None:
+        gap = gap * torch.as_tensor(np.asarray(spacing, float), dtype=gap.dtype, device=gap.device).view(
+            1, -1, *[1] * (gap.dim() - 2))
+    return gap.norm(dim=1, keepdim=True)
 
 
 def instance_optimise(model: CARL, moving: torch.Tensor, fixed: torch.Tensor, steps: int, *, depth: int,
@@ -96,7 +102,7 @@ def carl_register(fixed: Volume, moving: Volume, model: torch.nn.Module | str | 
         step_progress.update("network", 0.9, "CARL forward and inverse passes")
         with torch.no_grad():
             phi_ab, phi_ba = net.forward_pair(m_net, f_net, depth=depth)
-            icon_mm = inverse_consistency(phi_ab, phi_ba) * float(np.mean(grid.spacing[:fixed.spatial_ndim]))
+            icon_mm = inverse_consistency(phi_ab, phi_ba, grid.spacing[:fixed.spatial_ndim])
         return GridField(phi_ab, phi_ba, maps={"inverse_consistency": icon_mm}, map_units={"inverse_consistency": "mm"},
                          settings={"prealign": prealign, "depth": depth, "refine_steps": refine,
                                    "refine_lr": REFINE_LR if refine else None})

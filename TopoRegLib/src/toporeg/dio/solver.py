@@ -144,7 +144,7 @@ def solve(fixed_feats: Sequence[torch.Tensor], moving_feats: Sequence[torch.Tens
                 progress(done / total, f"level {level + 1}/{len(shapes)}, iteration {it}, loss {curve[-1]:.4g}")
             if len(curve) > 1:
                 rel = (curve[-2] - curve[-1]) / max(abs(curve[-2]), 1e-12)
-                calm = calm + 1 if rel < s.convergence_eps else 0
+                calm = calm + 1 if 0.0 <= rel < s.convergence_eps else 0  # a rising loss is not calm
                 if calm >= s.convergence_tol:
                     stopped = True
                     break

@@ -160,6 +160,8 @@ def nifti_image(volume: Volume) -> nib.Nifti1Image:
         data = data.astype(np.uint8)
     if volume.has_channels and data.ndim == 4:
         data = data[:, :, :, None, :]  # NIfTI vector layout (i, j, k, t=1, c)
+    elif volume.has_channels and data.ndim == 3:
+        data = data[:, :, None, None, :]  # a 2D (i, j) grid's vectors: (i, j, k=1, t=1, c)
     img = nib.Nifti1Image(data, volume.affine)
     img.set_sform(volume.affine, code=1)
     rot = volume.direction

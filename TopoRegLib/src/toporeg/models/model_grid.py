@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..errors import InputError
 from ..geometry import percentile_normalize, resample_to
 from ..io import Volume
 
