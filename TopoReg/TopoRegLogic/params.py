@@ -29,6 +29,9 @@ BOOL_FIELDS = ("applyToMoving", "showJacobian", "topologyAware")
 # list[node] fields: Slicer's ListSerializer stores `<name>.len` and a reference `<name>.<i>` per item. No GUI connector
 # exists for a checkable node combo box, so the widget syncs these itself (TopoRegWidgets/warp_along.py).
 NODE_LIST_FIELDS = ("warpAlong",)
+# Fields the widget syncs itself: node lists (above) and the editable model-name combo box, which lists the installed
+# models but also takes a typed path (Slicer's connector binds a combo box to a fixed set of choices).
+WIDGET_SYNCED_FIELDS = NODE_LIST_FIELDS + ("registrationModel",)
 
 # The topology and uncertainty panels' settings live in the same parameter node (typed in TopoReg.py) so they survive
 # scene save/reload; percentages are ints because Slicer's QSlider connector binds int fields only.

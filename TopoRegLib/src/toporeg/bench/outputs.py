@@ -14,7 +14,8 @@ from .registration import git_commit, machine
 def without_examples(doc: dict[str, Any]) -> dict[str, Any]:
     """The document without each task's `example` (arrays only the figure needs)."""
     out = dict(doc)
-    out["tasks"] = [{k: v for k, v in t.items() if k != "example"} for t in doc["tasks"]]
+    if "tasks" in doc:
+        out["tasks"] = [{k: v for k, v in t.items() if k != "example"} for t in doc["tasks"]]
     return out
 
 

@@ -164,7 +164,8 @@ def ants_affine_then_synonly_cc(fixed: Volume, moving: Volume) -> PeerResult:
 def _sitk_affine(f, m):
     """Moments-centred affine, Mattes MI, 3 levels (shrink 4/2/1, σ 2/1/0 vox), regular-step GD."""
     import SimpleITK as sitk
-    init = sitk.CenteredTransformInitializer(f, m, sitk.AffineTransform(3), sitk.CenteredTransformInitializerFilter.MOMENTS)
+    init = sitk.CenteredTransformInitializer(f, m, sitk.AffineTransform(f.GetDimension()),
+                                           sitk.CenteredTransformInitializerFilter.MOMENTS)
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsMattesMutualInformation(32)
     reg.SetMetricSamplingStrategy(reg.RANDOM)
@@ -179,20 +180,21 @@ def _sitk_affine(f, m):
 
 
 def sitk_demons(fixed: Volume, moving: Volume, iterations: tuple[int, int, int] = (60, 40, 20)) -> PeerResult:
-    """SimpleITK affine (above), histogram matching, then DiffeomorphicDemons on a 3-level pyramid (4/2/1)."""
+    """SimpleITK affine (above), histogram matching, then DiffeomorphicDemons on a 3-level pyramid (4/2/1); 2D or 3D."""
     import SimpleITK as sitk
     f = sitk.Cast(sitk_from_volume(_float(fixed)), sitk.sitkFloat32)
     m = sitk.Cast(sitk_from_volume(_float(moving)), sitk.sitkFloat32)
+    dim = f.GetDimension()
     with Measure() as meas:
         affine = _sitk_affine(f, m)
         m_aff = sitk.Resample(m, f, affine, sitk.sitkLinear, 0.0)
         m_aff = sitk.HistogramMatching(m_aff, f, 1024, 7, True)
         field = None
         for shrink, sigma, iters in zip((4, 2, 1), (2.0, 1.0, 0.0), iterations):
-            fl = sitk.Shrink(sitk.SmoothingRecursiveGaussian(f, sigma * min(f.GetSpacing())) if sigma else f, [shrink] * 3)
-            ml = sitk.Shrink(sitk.SmoothingRecursiveGaussian(m_aff, sigma * min(f.GetSpacing())) if sigma else m_aff, [shrink] * 3)
+            fl = sitk.Shrink(sitk.SmoothingRecursiveGaussian(f, sigma * min(f.GetSpacing())) if sigma else f, [shrink] * dim)
+            ml = sitk.Shrink(sitk.SmoothingRecursiveGaussian(m_aff, sigma * min(f.GetSpacing())) if sigma else m_aff, [shrink] * dim)
             if field is None:
-                field = sitk.Image(fl.GetSize(), sitk.sitkVectorFloat64, 3)
+                field = sitk.Image(fl.GetSize(), sitk.sitkVectorFloat64, dim)
                 field.CopyInformation(fl)
             else:
                 field = sitk.Resample(field, fl, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkVectorFloat64)
@@ -202,7 +204,7 @@ def sitk_demons(fixed: Volume, moving: Volume, iterations: tuple[int, int, int] 
             demons.SetStandardDeviations(1.5)
             field = demons.Execute(fl, ml, field)
         field = sitk.Resample(field, f, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkVectorFloat64)
-    composite = sitk.CompositeTransform(3)
+    composite = sitk.CompositeTransform(dim)
     composite.AddTransform(affine)  # applied last: φ(x) = A(x + d(x))
     composite.AddTransform(sitk.DisplacementFieldTransform(sitk.Cast(field, sitk.sitkVectorFloat64)))
     disp = sitk.TransformToDisplacementField(composite, sitk.sitkVectorFloat64, f.GetSize(), f.GetOrigin(),

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import argparse
 
-BENCHMARKS = ("registration", "topology", "uncertainty", "neuralizer", "batch")
+BENCHMARKS = ("registration", "topology", "uncertainty", "neuralizer", "batch", "dio", "carl")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="run a benchmark (registration, topology, uncertainty, neuralizer, batch) and write its table, JSON "
+    p = sub.add_parser("bench", help="run a benchmark (registration, topology, uncertainty, neuralizer, batch, dio, carl) and write its table, JSON "
                                      "and figure", add_help=False)
     p.add_argument("benchmark", choices=BENCHMARKS)
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark (see --help after its name)")
@@ -17,6 +17,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.benchmark == "dio":
+        from ..bench.dio import main as dio_main
+
+        return dio_main(args.rest)
+    if args.benchmark == "carl":
+        from ..bench.carl import main as carl_main
+
+        return carl_main(args.rest)
     if args.benchmark == "batch":
         from ..bench.batch import main as batch_main
 
