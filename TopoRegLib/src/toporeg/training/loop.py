@@ -171,3 +171,16 @@ def write_report(out: Path, task: str, cfg: Any, *, steps: int, stopped_by: str,
               "timings": {"total_seconds": round(budget.elapsed(), 3)}}
     common.write_json(out / "report.json", report)
     return report
+
+
+def trainer_main(argv: list[str] | None, trainer: str, doc: str | None, config_cls: type, train: Callable[..., dict],
+                 summary: Callable[[dict], str]) -> int:
+    """`toporeg train TRAINER --config … --out …`: the common flags, the run, one summary line (rank 0 only)."""
+    args = common_arguments(f"toporeg train {trainer}", (doc or "").splitlines()[0]).parse_args(argv)
+    cfg = common.load_config(config_cls, args.config, overrides(args))
+    report = train(cfg, args.out, resume=args.resume)
+    if not report:  # a torchrun process other than rank 0: rank 0 reports
+        return 0
+    print(f"{report['name']}: {report['steps']} steps ({report['stopped_by']}), {summary(report)}; "
+          f"{report['converged']}")
+    return 0

@@ -26,13 +26,12 @@ from ..models.weights import save_model
 from ..transforms.jacobian import folding_fraction, jacobian_determinant
 from ..transforms.sampling import warp, warp_labels
 from . import common
-from .dataset_cache import DEFAULT_CACHE
-from .loop import Checkpointer, common_arguments, overrides, run_loop, write_report
-from .train_registration import Data, input_domain
+from .loop import Checkpointer, run_loop, trainer_main, write_report
+from .train_registration import Data, PairTrainConfig, input_domain
 
 
 @dataclass
-class CarlTrainConfig:
+class CarlTrainConfig(PairTrainConfig):
     name: str = "carl"
     ndim: int = 3
     model: dict = field(default_factory=dict)          # CARL kwargs (ndim is filled in)
@@ -51,21 +50,9 @@ class CarlTrainConfig:
     warmup_steps: int = 0                              # learning-rate warm-up
     schedule_by_time: bool = False
     grad_clip: float = 0.0
-    amp: bool = False                                  # bf16 autocast on CUDA (attention stays float32)
-    time_budget_s: float | None = None
     data: dict = field(default_factory=lambda: {"templates": 1.0})
-    synth: dict = field(default_factory=dict)
-    augment: dict = field(default_factory=dict)
-    cache: str = str(DEFAULT_CACHE)
-    shape: list | None = None
     val_every: int = 200
-    val_pairs: int = 8
-    log_every: int = 10
     checkpoint_every: int = 500
-    seed: int = 0
-    device: str = "auto"
-    plot: bool = True
-    data_seeding: str = "stream"
 
 
 def translate(image: torch.Tensor, shift: list[int]) -> torch.Tensor:
@@ -234,15 +221,9 @@ def _card(cfg: CarlTrainConfig, data: Data, step: int, seconds: float, dev, fina
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = common_arguments("toporeg train carl", __doc__.splitlines()[0]).parse_args(argv)
-    cfg = common.load_config(CarlTrainConfig, args.config, overrides(args))
-    report = train(cfg, args.out, resume=args.resume)
-    if not report:  # a torchrun process other than rank 0: rank 0 reports
-        return 0
-    val = report["validation"]
-    print(f"{report['name']}: {report['steps']} steps ({report['stopped_by']}), validation Dice "
-          f"{val['dice']:.3f}, translated {val['translated_dice']:.3f}; {report['converged']}")
-    return 0
+    return trainer_main(argv, "carl", __doc__, CarlTrainConfig, train,
+                        lambda r: (f"validation Dice {r['validation']['dice']:.3f}, "
+                                                        f"translated {r['validation']['translated_dice']:.3f}"))
 
 
 if __name__ == "__main__":

@@ -26,13 +26,12 @@ from ..models.weights import save_model
 from ..transforms.jacobian import folding_fraction, jacobian_determinant
 from ..transforms.sampling import warp_labels
 from . import common
-from .dataset_cache import DEFAULT_CACHE
-from .loop import Checkpointer, common_arguments, overrides, run_loop, write_report
-from .train_registration import Data, input_domain
+from .loop import Checkpointer, run_loop, trainer_main, write_report
+from .train_registration import Data, PairTrainConfig, input_domain
 
 
 @dataclass
-class DIOTrainConfig:
+class DIOTrainConfig(PairTrainConfig):
     name: str = "dio_2d"
     ndim: int = 2
     model: dict = field(default_factory=dict)          # DIOFeatureNet kwargs (ndim is filled in)
@@ -41,30 +40,18 @@ class DIOTrainConfig:
     ncc_window: int = 9
     image_weight: float = 1.0
     dice_weight: float = 1.0
-    level_start: list = field(default_factory=lambda: [0.0, 0.05, 0.2])  # run fraction at which each level joins
+    level_start: list = field(default_factory=lambda: [0.0, 0.02, 0.05])  # run fraction at which each level joins
     backprop_both: bool = False                        # False: one random branch (fixed or moving) carries gradients
     steps: int = 2000
     batch_size: int = 2
-    lr: float = 1e-3
+    lr: float = 3e-4
     lr_schedule: str = "cosine"
     warmup_steps: int = 20
     schedule_by_time: bool = True
     grad_clip: float = 10.0
-    amp: bool = False                                  # bf16 autocast of the feature network on CUDA
-    time_budget_s: float | None = None
     data: dict = field(default_factory=lambda: {"synthetic": 0.2, "templates": 0.8})
-    synth: dict = field(default_factory=dict)
-    augment: dict = field(default_factory=dict)
-    cache: str = str(DEFAULT_CACHE)
-    shape: list | None = None
     val_every: int = 100
-    val_pairs: int = 8
-    log_every: int = 10
     checkpoint_every: int = 200
-    seed: int = 0
-    device: str = "auto"
-    plot: bool = True
-    data_seeding: str = "stream"
 
 
 def _settings(cfg: DIOTrainConfig) -> SolverSettings:
@@ -218,14 +205,8 @@ def _scales(cfg: DIOTrainConfig) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = common_arguments("toporeg train dio", __doc__.splitlines()[0]).parse_args(argv)
-    cfg = common.load_config(DIOTrainConfig, args.config, overrides(args))
-    report = train(cfg, args.out, resume=args.resume)
-    if not report:  # a torchrun process other than rank 0: rank 0 reports
-        return 0
-    print(f"{report['name']}: {report['steps']} steps ({report['stopped_by']}), validation Dice "
-          f"{report['validation']['dice']:.3f} (svf {report['validation']['dice_svf']:.3f}); {report['converged']}")
-    return 0
+    return trainer_main(argv, "dio", __doc__, DIOTrainConfig, train,
+                        lambda r: f"validation Dice {r['validation']['dice']:.3f} (svf {r['validation']['dice_svf']:.3f})")
 
 
 if __name__ == "__main__":

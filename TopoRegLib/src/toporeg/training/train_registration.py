@@ -29,24 +29,19 @@ from ..transforms.sampling import warp_labels
 from . import common
 from .dataset_cache import DEFAULT_CACHE, GRID_ORIGIN, GRID_SHAPE, GRID_SPACING, INTENSITY_PERCENTILES
 from .distributed import DistributedContext
-from .loop import Checkpointer, common_arguments, overrides, run_loop, write_report
+from .loop import Checkpointer, run_loop, trainer_main, write_report
 from .sharding import BatchDrawer
 from .synth import SynthMorphPairs
 from .templates import TemplateAugmenter
 
 
 @dataclass
-class RegistrationTrainConfig:
+class PairTrainConfig:
+    """What every trainer on registration pairs (`Data` below) shares: data sources, schedule, loop, device."""
+
     name: str = "vxm_diff"
     ndim: int = 3
-    model: dict = field(default_factory=dict)          # VoxelMorphDiff kwargs (ndim is filled in)
-    image_loss: str = "mse"                            # mse (Gaussian, sigma2) | ncc | deepsim
-    sigma2: float = 0.02
-    lam: float = 20.0
-    image_weight: float = 1.0
-    bidirectional: bool = False
-    ncc_window: int = 9
-    deepsim_model: str | None = None                   # weights path for image_loss = deepsim
+    model: dict = field(default_factory=dict)          # the model's kwargs (ndim is filled in)
     steps: int = 1000
     batch_size: int = 1
     lr: float = 1e-4
@@ -72,10 +67,23 @@ class RegistrationTrainConfig:
     #                                                    each sample's velocity noise, so torchrun runs are exact)
 
 
+@dataclass
+class RegistrationTrainConfig(PairTrainConfig):
+    """VoxelMorph-diff: the image term and the prior's weight (`model`: VoxelMorphDiff kwargs)."""
+
+    image_loss: str = "mse"                            # mse (Gaussian, sigma2) | ncc | deepsim
+    sigma2: float = 0.02
+    lam: float = 20.0
+    image_weight: float = 1.0
+    bidirectional: bool = False
+    ncc_window: int = 9
+    deepsim_model: str | None = None                   # weights path for image_loss = deepsim
+
+
 class Data:
     """Training sources and a fixed held-out validation set (different seeds; built on rank 0 only)."""
 
-    def __init__(self, cfg: RegistrationTrainConfig, ctx: DistributedContext, *, validation: bool = True):
+    def __init__(self, cfg: PairTrainConfig, ctx: DistributedContext, *, validation: bool = True):
         self.cfg, dev = cfg, ctx.device
         weights = {k: float(v) for k, v in cfg.data.items() if float(v) > 0}
         if not weights or set(weights) - {"synthetic", "templates"}:
@@ -239,14 +247,8 @@ def _card(cfg, data: Data, step: int, seconds: float, dev, final: dict, conv: di
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = common_arguments("toporeg train registration", __doc__.splitlines()[0]).parse_args(argv)
-    cfg = common.load_config(RegistrationTrainConfig, args.config, overrides(args))
-    report = train(cfg, args.out, resume=args.resume)
-    if not report:  # a torchrun process other than rank 0: rank 0 reports
-        return 0
-    print(f"{report['name']}: {report['steps']} steps ({report['stopped_by']}), validation Dice "
-          f"{report['validation']['dice']:.3f}; {report['converged']}")
-    return 0
+    return trainer_main(argv, "registration", __doc__, RegistrationTrainConfig, train,
+                        lambda r: f"validation Dice {r['validation']['dice']:.3f}")
 
 
 if __name__ == "__main__":
