@@ -364,7 +364,7 @@ def test_carl_refuses_wrong_models_and_dimensions(carl_pair):
     with pytest.raises(InputError, match="3D but the images are 2D"):
         carl_register(fixed, moving, CARL(ndim=3, channels=4, blocks=1, pad=3, unet_encoder=(4, 8), unet_final=(4,)),
                       card=CARL_CARD, device="cpu")
-    with pytest.raises(InputError, match="needs a DIO feature model"):
+    with pytest.raises(InputError, match="needs a DIOFeatureNet model"):
         dio_register(fixed, moving, CARL(**TINY_CARL), card=DIO_CARD, device="cpu")
 
 

@@ -24,8 +24,7 @@ import torch
 from ..errors import InputError
 from ..io import Volume
 from ..models.grid_registration import GridField, LearnedRegistrationResult, prealign as run_prealign
-from ..models.grid_registration import register_on_model_grid
-from ..models.weights import load_model
+from ..models.grid_registration import load_method_model, register_on_model_grid
 from ..progress import Progress
 from ..registration import RegistrationSettings
 from ..registration.device import resolve_device
@@ -78,16 +77,9 @@ def carl_register(fixed: Volume, moving: Volume, model: torch.nn.Module | str | 
     progress = progress or Progress()
     start = time.perf_counter()
     dev = resolve_device(device)
-    if not isinstance(model, torch.nn.Module):
-        model, card = load_model(model, device=dev)
-    card = card or {}
-    if not isinstance(model, CARL):
-        raise InputError(f"--method carl needs a CARL model, not {type(model).__name__} (see `toporeg models`)")
-    if model.ndim != fixed.spatial_ndim:
-        raise InputError(f"the model is {model.ndim}D but the images are {fixed.spatial_ndim}D")
     if refine < 0:
         raise InputError("refine must be >= 0 steps")
-    model = model.to(dev).eval()
+    model, card = load_method_model(model, card, fixed.spatial_ndim, dev, CARL, "carl")
     settings = affine_settings or RegistrationSettings()
     transform, messages = run_prealign(fixed, moving, prealign, settings, initial=initial_transform,
                                        fixed_mask=fixed_mask, moving_mask=moving_mask,

@@ -19,8 +19,7 @@ from ..errors import InputError
 from ..geometry import resample_to
 from ..io import Volume
 from ..models.grid_registration import GridField, LearnedRegistrationResult, prealign as run_prealign
-from ..models.grid_registration import register_on_model_grid
-from ..models.weights import load_model
+from ..models.grid_registration import load_method_model, register_on_model_grid
 from ..progress import Progress
 from ..registration import RegistrationSettings
 from ..registration.device import resolve_device
@@ -84,15 +83,8 @@ def dio_register(fixed: Volume, moving: Volume, model: torch.nn.Module | str | P
     progress = progress or Progress()
     start = time.perf_counter()
     dev = resolve_device(device)
-    if not isinstance(model, torch.nn.Module):
-        model, card = load_model(model, device=dev)
-    card = card or {}
-    if not isinstance(model, DIOFeatureNet):
-        raise InputError(f"--method dio needs a DIO feature model, not {type(model).__name__} (see `toporeg models`)")
-    if model.ndim != fixed.spatial_ndim:
-        raise InputError(f"the model is {model.ndim}D but the images are {fixed.spatial_ndim}D")
+    model, card = load_method_model(model, card, fixed.spatial_ndim, dev, DIOFeatureNet, "dio")
     solver = solver_settings(card, transform=transform, iterations=iterations)
-    model = model.to(dev).eval()
     settings = affine_settings or RegistrationSettings()
     pre, messages = run_prealign(fixed, moving, prealign, settings, initial=initial_transform, fixed_mask=fixed_mask,
                                  moving_mask=moving_mask, progress=progress.sub("affine", 0.0, 0.4), device=dev)

@@ -22,6 +22,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..errors import InputError
 from ..geometry import percentile_normalize, resample_to, tensor_to_volume, volume_to_tensor
 from ..io import Volume, save_volume
 from ..progress import Progress
@@ -31,6 +32,7 @@ from ..transforms.fields import physical_displacement, voxel_displacement_from_p
 from ..transforms.jacobian import folding_fraction, jacobian_determinant
 from ..transforms.sampling import sample
 from .model_grid import PERCENTILES, learned_domain_messages, model_grid, network_input
+from .weights import load_model
 
 
 @dataclass
@@ -75,6 +77,21 @@ class LearnedRegistrationResult(RegistrationResult):
             written[name] = f"{name}.nii.gz"
             save_volume(vol, Path(out_dir) / written[name])
         return written
+
+
+def load_method_model(model: torch.nn.Module | str | Path, card: dict[str, Any] | None, ndim: int,
+                      device: torch.device, expected: type | None = None, method: str = "learned"
+                      ) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """(model on `device` in eval mode, its card): a module as given, or weights + card loaded (checksum checked);
+    refuses another architecture than `expected` and a model of another dimension than the images'."""
+    if not isinstance(model, torch.nn.Module):
+        model, card = load_model(model, device=device)
+    if expected is not None and not isinstance(model, expected):
+        raise InputError(f"--method {method} needs a {expected.__name__} model, not {type(model).__name__} "
+                         "(see `toporeg models`)")
+    if getattr(model, "ndim", ndim) != ndim:
+        raise InputError(f"the model is {model.ndim}D but the images are {ndim}D")
+    return model.to(device).eval(), card or {}
 
 
 def _apply(matrix: np.ndarray, coords: torch.Tensor) -> torch.Tensor:

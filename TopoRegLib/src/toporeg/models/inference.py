@@ -14,16 +14,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError
 from ..io import Volume
 from ..progress import Progress
 from ..registration import RegistrationSettings
 from ..registration.device import resolve_device
 from ..transforms.sampling import warp
-from .grid_registration import GridField, LearnedRegistrationResult, register_on_model_grid
+from .grid_registration import GridField, LearnedRegistrationResult, load_method_model, register_on_model_grid
 from .grid_registration import prealign as run_prealign
 from .losses import GaussianImageTerm, laplacian_quadratic
-from .weights import load_model
 
 __all__ = ["LearnedRegistrationResult", "learned_register"]
 
@@ -60,12 +58,7 @@ def learned_register(fixed: Volume, moving: Volume, model: torch.nn.Module | str
     progress = progress or Progress()
     start = time.perf_counter()
     dev = resolve_device(device)
-    if not isinstance(model, torch.nn.Module):
-        model, card = load_model(model, device=dev)
-    card = card or {}
-    model = model.to(dev).eval()
-    if getattr(model, "ndim", fixed.spatial_ndim) != fixed.spatial_ndim:
-        raise InputError(f"the model is {model.ndim}D but the images are {fixed.spatial_ndim}D")
+    model, card = load_method_model(model, card, fixed.spatial_ndim, dev)
     settings = affine_settings or RegistrationSettings()
     transform, messages = run_prealign(fixed, moving, prealign, settings, initial=initial_transform,
                                        fixed_mask=fixed_mask, moving_mask=moving_mask,
