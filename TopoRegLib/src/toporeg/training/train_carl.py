@@ -13,7 +13,6 @@ Validation: held-out pairs as drawn, and the same pairs with the moving image tr
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from ..transforms.jacobian import folding_fraction, jacobian_determinant
 from ..transforms.sampling import warp, warp_labels
 from . import common
 from .loop import Checkpointer, run_loop, trainer_main, write_report
-from .train_registration import Data, PairTrainConfig, input_domain
+from .train_registration import Data, PairTrainConfig, input_domain, training_card
 
 
 @dataclass
@@ -187,22 +186,19 @@ def train(cfg: CarlTrainConfig, out_dir: str | Path, *, resume: bool = False) ->
 
 def _card(cfg: CarlTrainConfig, data: Data, step: int, seconds: float, dev, final: dict, conv: dict
           ) -> dict[str, Any]:
-    sources = ([common.SYNTH_DATA] if data.synth is not None else []) + (
-        common.TEMPLATE_DATA if data.templates is not None else [])
     return {
         "task": "registration",
         "method": "CARL (H. Greer, L. Tian, F.-X. Vialard, R. Kwitt, R. San José Estépar, M. Niethammer, 'CARL: A "
                   "Framework for Equivariant Image Registration'): "
                   "coordinate attention at 1/4 resolution, [W,U]-equivariant to integer translations, refined by "
                   "two displacement U-Nets (1/2, full)",
-        "training": {"data": sources, "iterations": step, "batch_size": cfg.batch_size, "seconds": round(seconds, 1),
-                     "device": common.device_description(dev), "seed": cfg.seed, "config": dataclasses.asdict(cfg),
-                     "loss": f"symmetric 1 - LNCC (Gaussian sigma {cfg.lncc_sigma} voxels) + {cfg.lam} x diffusion "
-                             f"(first {cfg.warmup_steps_diffusion} steps), then + {cfg.lam} x GradICON "
-                             f"(finite differences, delta {cfg.gradicon_delta} voxel)",
-                     "augmentation": f"moving translated with probability {cfg.moving_shift_prob} (fixed: "
-                                     f"{cfg.fixed_shift_prob}) by integer shifts up to {cfg.shift_fraction:.0%} of "
-                                     "the grid per axis, zeros outside; plus the data sources' own augmentation"},
+        "training": training_card(cfg, data, step, seconds, dev, loss=(
+            f"symmetric 1 - LNCC (Gaussian sigma {cfg.lncc_sigma} voxels) + {cfg.lam} x diffusion (first "
+            f"{cfg.warmup_steps_diffusion} steps), then + {cfg.lam} x GradICON (finite differences, delta "
+            f"{cfg.gradicon_delta} voxel)"), augmentation=(
+            f"moving translated with probability {cfg.moving_shift_prob} (fixed: {cfg.fixed_shift_prob}) by integer "
+            f"shifts up to {cfg.shift_fraction:.0%} of the grid per axis, zeros outside; plus the data sources' own "
+            "augmentation")),
         "validation": {"pairs_per_source": cfg.val_pairs, **final,
                        "note": "held-out draws (other seeds) of the same generators; '_translated' = the same pairs "
                                f"with the moving image (and labels) translated by {50 * cfg.val_shift_fraction:g}-"

@@ -11,7 +11,6 @@ Validation: Dice before/after and folding % with the training solver AND with th
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from ..transforms.jacobian import folding_fraction, jacobian_determinant
 from ..transforms.sampling import warp_labels
 from . import common
 from .loop import Checkpointer, run_loop, trainer_main, write_report
-from .train_registration import Data, PairTrainConfig, input_domain
+from .train_registration import Data, PairTrainConfig, input_domain, training_card
 
 
 @dataclass
@@ -170,20 +169,16 @@ def train(cfg: DIOTrainConfig, out_dir: str | Path, *, resume: bool = False) -> 
 
 def _card(cfg: DIOTrainConfig, settings: SolverSettings, data: Data, step: int, seconds: float, dev, final: dict,
           conv: dict) -> dict[str, Any]:
-    sources = ([common.SYNTH_DATA] if data.synth is not None else []) + (
-        common.TEMPLATE_DATA if data.templates is not None else [])
     return {
         "task": "registration",
         "method": "DIO, Deep Implicit Optimization (R. Jena, P. Chaudhari, J. C. Gee, 'Deep Implicit Optimization "
                   "for Robust and Flexible Image Registration', arXiv 2406.07361; MedIA 103 (2025) 103577): "
                   "per-image multi-scale features registered by an iterative solver, trained through its optimum "
                   "with Jacobian-free backprop (one phantom step)",
-        "training": {"data": sources, "iterations": step, "batch_size": cfg.batch_size, "seconds": round(seconds, 1),
-                     "device": common.device_description(dev), "seed": cfg.seed, "config": dataclasses.asdict(cfg),
-                     "loss": f"{cfg.image_weight} x {cfg.image_loss} image term + {cfg.dice_weight} x (1 - soft Dice) "
-                             "of the warped one-hot labels, averaged over the active levels (coarse levels on "
-                             f"downsampled images and blurred one-hot labels); levels join at run fractions "
-                             f"{cfg.level_start}; solver: {settings.transform}"},
+        "training": training_card(cfg, data, step, seconds, dev, loss=(
+            f"{cfg.image_weight} x {cfg.image_loss} image term + {cfg.dice_weight} x (1 - soft Dice) of the warped "
+            "one-hot labels, averaged over the active levels (coarse levels on downsampled images and blurred one-hot "
+            f"labels); levels join at run fractions {cfg.level_start}; solver: {settings.transform}")),
         "validation": {"pairs_per_source": cfg.val_pairs, **final,
                        "note": "held-out draws (other seeds) of the same generators; template pairs come from "
                                "the same two templates as training (no unseen subjects); '_svf' = the same "

@@ -219,17 +219,24 @@ def input_domain(ndim: int, data: Data, *,
     }
 
 
-def _card(cfg, data: Data, step: int, seconds: float, dev, final: dict, conv: dict) -> dict[str, Any]:
-    ndim = cfg.ndim
+def training_card(cfg: PairTrainConfig, data: Data, step: int, seconds: float, dev, *, loss: str,
+                  **extra: Any) -> dict[str, Any]:
+    """The model card's `training` block of every trainer on registration pairs."""
     sources = ([common.SYNTH_DATA] if data.synth is not None else []) + (
         common.TEMPLATE_DATA if data.templates is not None else [])
+    return {"data": sources, "iterations": step, "batch_size": cfg.batch_size, "seconds": round(seconds, 1),
+            "device": common.device_description(dev), "seed": cfg.seed, "config": dataclasses.asdict(cfg),
+            "loss": loss, **extra}
+
+
+def _card(cfg, data: Data, step: int, seconds: float, dev, final: dict, conv: dict) -> dict[str, Any]:
+    ndim = cfg.ndim
     return {
         "task": "registration",
         "method": "VoxelMorph-diff (Dalca et al., MedIA 2019): probabilistic diffeomorphic registration",
-        "training": {"data": sources, "iterations": step, "batch_size": cfg.batch_size, "seconds": round(seconds, 1),
-                     "device": common.device_description(dev), "seed": cfg.seed, "config": dataclasses.asdict(cfg),
-                     "loss": f"{cfg.image_loss} image term (sigma2={cfg.sigma2}) + KL to the Laplacian prior "
-                             f"(lambda={cfg.lam}); sums normalised per full-grid voxel"},
+        "training": training_card(cfg, data, step, seconds, dev, loss=(
+            f"{cfg.image_loss} image term (sigma2={cfg.sigma2}) + KL to the Laplacian prior (lambda={cfg.lam}); "
+            "sums normalised per full-grid voxel")),
         "validation": {"pairs_per_source": cfg.val_pairs, **final,
                        "note": "held-out draws (other seeds) of the same generators; template pairs come from "
                                "the same two templates as training (no unseen subjects)",
