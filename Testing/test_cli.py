@@ -92,7 +92,7 @@ def test_cancel_file_stops_without_partial_outputs(pair, tmp_path):
 @pytest.mark.parametrize("make_args,problem", [
     (lambda p, t: ["info", str(t / "nope.nii.gz")], "file not found"),
     (lambda p, t: ["register", str(p[0]), str(t / "x.png"), "--out", str(t / "o")], "unsupported file type"),
-    (lambda p, t: ["register", str(p[0]), str(p[1]), "--out", str(t / "o"), "--method", "dio"], "not available"),
+    (lambda p, t: ["register", str(p[0]), str(p[1]), "--out", str(t / "o"), "--method", "dio"], "toporeg train dio"),
 ])
 def test_bad_input_one_line_error_and_nothing_written(pair, tmp_path, capsys, make_args, problem):
     (tmp_path / "x.png").write_bytes(b"png")

@@ -126,6 +126,16 @@ def test_browser_session(session):
     results = {r["title"]: r for r in page.state("results")}
     assert "colin27_t1_2mm registered" in results and any("Jacobian" in name for name in results)
 
+    # --- a learned method with no 3D model installed: the page says why and how to get one ------------------------
+    assert {"carl_2d", "dio_2d", "vxm_diff_3d_2mm"} <= set(page.state("reg_models"))
+    page.choose("toporeg-reg-method", "carl")
+    page.click(".toporeg-reg-apply")
+    page.until(lambda: not page.state("job_running") and page.state("reg_status").startswith("Failed"), 120,
+               "the refusal")
+    assert "toporeg train carl" in page.state("reg_status"), page.state("reg_status")
+    assert {r["title"] for r in page.state("results")} == set(results)       # nothing half-made was added
+    page.choose("toporeg-reg-method", "optimize")
+
     # --- cancel: a heatmap at the default budget, stopped from the page --------------------------------------------
     page.choose("toporeg-reg-preset", "default")
     page.click(".toporeg-topo-apply")
