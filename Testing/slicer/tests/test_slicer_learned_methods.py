@@ -46,19 +46,20 @@ def test_dio_in_process_registers_the_slice_and_the_transform_node_holds_its_fie
     logic = RegistrationLogic(mini.scene, volumes_logic=mini.volumes_logic)
     out = mini.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "dio warped")
     params = RegistrationParams(fixedVolume=fixed, movingVolume=moving, method="dio", transformModel="svf",
-                                device="cpu", outputVolume=out)
+                                device="cpu", outputVolume=out, applyToMoving=False)  # the next test reuses moving
     status = logic.run_in_process(params)
     result = logic.last["result"]
     assert result.settings["method"] == "dio" and result.settings["solver"]["transform"] == "svf"
-    np.testing.assert_allclose(slicer.util.arrayFromGridTransform(params.outputTransform)[0],
-                               result.displacement_ras[:, :, 0].transpose(1, 0, 2), atol=1e-6)
+    grid = slicer.util.arrayFromGridTransform(params.outputTransform)          # (k = 1, j, i, 3)
+    np.testing.assert_allclose(grid[0], result.displacement_ras.reshape(grid.shape[2], grid.shape[1], 3)
+                               .transpose(1, 0, 2), atol=1e-6)
     brain = _brain(fixed)
     fixed_data = nodes.volume_from_node(fixed).data
     before = correlation(nodes.volume_from_node(moving).data[brain], fixed_data[brain])
     after = correlation(nodes.volume_from_node(out).data[brain], fixed_data[brain])
     assert after > 0.95 > before, (before, after)
     # the content moved by +12 mm along i, so fixed points map 12 mm further along the image's i axis
-    along_i = result.displacement_ras[brain] @ fixed_axis(fixed)
+    along_i = result.displacement_ras.reshape(brain.shape + (3,))[brain] @ fixed_axis(fixed)
     assert abs(np.median(along_i) - 2.0 * SHIFT_VOXELS) < 1.0, np.median(along_i)
     assert result.folding_fraction == 0.0 and "folding" in status
 
@@ -72,12 +73,12 @@ def test_carl_through_the_cli_needs_no_prealignment(pair, tmp_path):
     mini, fixed, moving = pair
     logic = RegistrationLogic(mini.scene, volumes_logic=mini.volumes_logic, temp_root=tmp_path, keep_temp=True)
     params = RegistrationParams(fixedVolume=fixed, movingVolume=moving, method="carl", device="cpu",
-                                registrationModel="carl_2d")
+                                registrationModel="carl_2d", applyToMoving=False)
     arguments = logic.cli_arguments(params, ["f.nii", "m.nii"], tmp_path / "out")
     assert arguments[arguments.index("--method") + 1] == "carl" and arguments[-2:] == ["--model", "carl_2d"]
     runner = logic.start_background(params)
     assert runner.wait(timeout=300, interval=0.1) == "succeeded", logic.last.get("log")
     assert "--prealign" not in arguments  # nothing pre-aligns the pair (carl's default): the network finds the shift
     field = slicer.util.arrayFromGridTransform(params.outputTransform)[0].transpose(1, 0, 2)
-    along_i = field[_brain(fixed)] @ fixed_axis(fixed)
+    along_i = field[_brain(fixed)[..., 0]] @ fixed_axis(fixed)
     assert abs(np.median(along_i) - 2.0 * SHIFT_VOXELS) < 3.0, np.median(along_i)
