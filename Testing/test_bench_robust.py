@@ -19,12 +19,9 @@ from toporeg.models.weights import save_model
 GRID = {"shape": [96, 112], "spacing_mm": [2.0, 2.0]}   # the 2D models' grid
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+@pytest.fixture(autouse=True)
+def _one_thread(one_torch_thread):  # conftest: the solver's thousands of tiny ops are fastest on one thread
     yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -15,14 +15,9 @@ from toporeg.transforms.jacobian import folding_fraction, jacobian_determinant
 from toporeg.transforms.sampling import sample, warp
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The solver runs thousands of tiny ops: with 2 threads on a shared 2-core machine each op can wait for a
-    descheduled worker (measured 20-40x slower while another process was busy), so these tests use one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+@pytest.fixture(autouse=True)
+def _one_thread(one_torch_thread):  # conftest: the solver's thousands of tiny ops are fastest on one thread
     yield
-    torch.set_num_threads(before)
 
 
 def _coords(shape_in, shape_out, generator, dtype=torch.float64):

@@ -1,5 +1,5 @@
 """The learned-registration inference paths (DIO, CARL) end to end: known answers from analytic stand-in models,
-prompts, instance optimisation that leaves the caller's weights alone, option refusals and CLI wiring.
+prompts, instance optimisation that leaves the caller's weights alone (options and CLI: test_learned_methods_cli.py).
 
 Geometry conventions (shared/CONVENTIONS.md): x_moving = x_fixed + u(x_fixed), u in RAS mm on the fixed grid
 (`displacement_ras`), the inverse on the moving grid; displacement files in LPS mm.
@@ -7,11 +7,10 @@ Geometry conventions (shared/CONVENTIONS.md): x_moving = x_fixed + u(x_fixed), u
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
+from learned_fixtures import CARD_GRID, FIXED_AFFINE, SHAPE, SHIFT_MM, TINY_CARL, blobs, interior, ras_grid, values_at
 
 from toporeg.carl import CARL
 from toporeg.carl.inference import carl_register, instance_optimise, inverse_consistency
@@ -19,58 +18,14 @@ from toporeg.dio import DIOFeatureNet, level_shape
 from toporeg.dio.inference import dio_register, solver_settings
 from toporeg.errors import InputError
 from toporeg.filters import downsample
-from toporeg.io import Volume, load_volume, save_volume
-from toporeg.methods import MethodOptions, model_for, register_with_method
-from toporeg.models.weights import save_model
-from toporeg.registration import RegistrationSettings, preset
+from toporeg.io import Volume, load_volume
+from toporeg.registration import preset
 from toporeg.transforms import physical_from_itk_volume
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The DIO solver runs thousands of tiny ops; on a shared 2-core machine one thread is the fast choice."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+@pytest.fixture(autouse=True)
+def _one_thread(one_torch_thread):  # conftest: the solver's thousands of tiny ops are fastest on one thread
     yield
-    torch.set_num_threads(before)
-
-
-# --- images with a known answer ------------------------------------------------------------------------------
-
-SHAPE = (32, 40)
-# i runs towards -R (left), j towards +A: the model grid's axes must come out as +R, +A whatever the fixed axes
-FIXED_AFFINE = np.array([[-1.5, 0.0, 0.0, 29.0], [0.0, 1.5, 0.0, -30.0], [0.0, 0.0, 2.0, 5.0], [0.0, 0.0, 0.0, 1.0]])
-CARD_GRID = {"shape": [24, 24], "spacing_mm": [2.0, 2.0]}
-_rng = np.random.default_rng(3)
-BLOBS = [((_rng.uniform(-13, 13), _rng.uniform(-13, 13)), _rng.uniform(2.5, 4.5), _rng.uniform(0.6, 1.4))
-         for _ in range(14)]   # (RAS centre mm, width mm, amplitude): all well inside both fields of view
-
-
-def _ras_grid(shape, affine) -> np.ndarray:
-    ijk = np.stack(np.meshgrid(*[np.arange(n, dtype=float) for n in shape], indexing="ij"), -1)
-    ijk = np.concatenate([ijk, np.zeros(ijk.shape[:-1] + (1,))], -1)
-    return ijk @ affine[:3, :3].T + affine[:3, 3]
-
-
-def _blobs(shape, affine, shift=(0.0, 0.0)) -> Volume:
-    """Smooth blobs defined in RAS mm, sampled on a grid; `shift` moves the picture: image(p) = blobs(p − shift)."""
-    ras = _ras_grid(shape, affine)[..., :2] - np.asarray(shift)
-    img = np.zeros(shape, np.float32)
-    for centre, width, amp in BLOBS:
-        img += amp * np.exp(-((ras - centre) ** 2).sum(-1) / (2 * width**2))
-    return Volume(img.astype(np.float32), affine)
-
-
-def _values_at(field_ras: np.ndarray, vol: Volume, points_ras: np.ndarray) -> np.ndarray:
-    """Nearest-voxel values of a (*S, 3) field at RAS points lying on voxel centres of `vol`."""
-    ijk = np.rint(vol.ras_to_voxel(points_ras)[:, :2]).astype(int)
-    return field_ras[ijk[:, 0], ijk[:, 1]]
-
-
-def _interior(vol: Volume, margin_mm: float = 8.0) -> np.ndarray:
-    """Fixed voxels within ±(23 − margin) mm of the blobs' middle (inside the 46 mm model grid, off its border)."""
-    ras = _ras_grid(vol.grid_shape, vol.affine)
-    return (np.abs(ras[..., 0]) < 23 - margin_mm) & (np.abs(ras[..., 1]) < 23 - margin_mm)
 
 
 # --- DIO -----------------------------------------------------------------------------------------------------
@@ -96,13 +51,12 @@ class _ConstantFeatures(_ImagePyramidFeatures):
 
 
 DIO_CARD = {"name": "analytic_dio", "input_domain": CARD_GRID, "solver": {"iterations": [30, 20, 10]}}
-SHIFT_MM = np.array([3.0, -2.0])
 
 
 @pytest.fixture(scope="module")
 def shifted_pair() -> tuple[Volume, Volume]:
     """moving = fixed translated by SHIFT_MM: moving(p + shift) = fixed(p), so u = +shift everywhere."""
-    return _blobs(SHAPE, FIXED_AFFINE), _blobs(SHAPE, FIXED_AFFINE, SHIFT_MM)
+    return blobs(SHAPE, FIXED_AFFINE), blobs(SHAPE, FIXED_AFFINE, SHIFT_MM)
 
 
 @pytest.mark.parametrize("transform", ["svf", "affine"])
@@ -111,7 +65,7 @@ def test_dio_recovers_a_translation_on_the_native_grid(shifted_pair, transform):
     res = dio_register(fixed, moving, _ImagePyramidFeatures(), card=DIO_CARD, prealign="none", transform=transform,
                        device="cpu")
     assert res.displacement_ras.shape == SHAPE + (3,) and res.warped.grid_shape == SHAPE
-    inside = _interior(fixed)
+    inside = interior(fixed)
     u = res.displacement_ras[inside][:, :2]
     assert np.median(np.linalg.norm(u - SHIFT_MM, axis=-1)) < 0.5
     # no systematic error (a wrong axis, sign or spacing on the way back to the native grid would show here)
@@ -119,7 +73,7 @@ def test_dio_recovers_a_translation_on_the_native_grid(shifted_pair, transform):
     assert np.abs(res.displacement_ras[..., 2]).max() < 1e-4          # a 2D registration stays in its plane
     assert res.folding_fraction == 0.0
     # the inverse, on the moving grid, undoes it: moving point q ↦ q − shift
-    moved_inside = _interior(moving, 10.0)
+    moved_inside = interior(moving, 10.0)
     inv_err = np.linalg.norm(res.inverse_displacement_ras[moved_inside][:, :2] + SHIFT_MM, axis=-1)
     assert np.median(inv_err) < 0.6
     assert res.similarity_after < res.similarity_before                # lncc is a loss: lower is better
@@ -133,7 +87,7 @@ def test_dio_free_form_displacement_runs_and_moves_the_right_way(shifted_pair):
                        transform="displacement", iterations=(10, 5, 5), device="cpu")
     assert np.all(np.isfinite(res.displacement_ras)) and res.inverse_displacement_ras is not None
     assert res.settings["solver"]["transform"] == "displacement" and res.settings["solver_iterations"][0] <= 10
-    med = np.median(res.displacement_ras[_interior(fixed)][:, :2], axis=0)
+    med = np.median(res.displacement_ras[interior(fixed)][:, :2], axis=0)
     assert np.linalg.norm(med - SHIFT_MM) < 1.0, med
 
 
@@ -149,7 +103,7 @@ def test_solver_settings_take_the_card_and_the_users_caps():
 
 
 def test_dio_landmark_prompt_pulls_the_solution_to_the_user_correspondence():
-    fixed, moving = _blobs(SHAPE, FIXED_AFFINE), _blobs(SHAPE, FIXED_AFFINE)
+    fixed, moving = blobs(SHAPE, FIXED_AFFINE), blobs(SHAPE, FIXED_AFFINE)
     # landmarks on fixed voxel centres; the user says: they sit 4 mm right and 3 mm posterior in the moving image
     ijk = np.array([[8, 12, 0], [22, 12, 0], [10, 28, 0], [21, 27, 0], [15, 20, 0]], float)
     pts_f = fixed.voxel_to_ras(ijk)
@@ -160,7 +114,7 @@ def test_dio_landmark_prompt_pulls_the_solution_to_the_user_correspondence():
                             prompt_points=(pts_f, pts_m))
 
     def landmark_error(res) -> float:
-        mapped = pts_f + _values_at(res.displacement_ras, fixed, pts_f)
+        mapped = pts_f + values_at(res.displacement_ras, fixed, pts_f)
         return float(np.linalg.norm(mapped - pts_m, axis=-1).mean())
 
     assert landmark_error(plain) == pytest.approx(5.0, abs=1e-3)       # no information: the solver stays put
@@ -182,19 +136,19 @@ def test_dio_landmark_prompt_pulls_the_solution_to_the_user_correspondence():
 
 
 def test_dio_affine_landmark_prompt_on_a_two_scale_model_reaches_the_landmarks():
-    fixed = _blobs(SHAPE, FIXED_AFFINE)
+    fixed = blobs(SHAPE, FIXED_AFFINE)
     blank = _ConstantFeatures()
     blank.scales = [2, 1]                                  # two feature levels, as a two-stage encoder gives
     card = {"input_domain": CARD_GRID, "solver": {"iterations": [30, 20]}}
     pts_f = fixed.voxel_to_ras(np.array([[8, 12, 0], [22, 12, 0], [10, 28, 0], [21, 27, 0]], float))
     res = dio_register(fixed, fixed, blank, card=card, prealign="none", transform="affine", device="cpu",
                        prompt_points=(pts_f, pts_f + [4.0, -3.0, 0.0]), landmark_weight=1.0)
-    err = np.linalg.norm(_values_at(res.displacement_ras, fixed, pts_f) - [4.0, -3.0, 0.0], axis=-1)
+    err = np.linalg.norm(values_at(res.displacement_ras, fixed, pts_f) - [4.0, -3.0, 0.0], axis=-1)
     assert err.max() < 1.0, (err, res.settings["solver_iterations"])
 
 
 def _disk(vol: Volume, centre, radius) -> Volume:
-    ras = _ras_grid(vol.grid_shape, vol.affine)[..., :2]
+    ras = ras_grid(vol.grid_shape, vol.affine)[..., :2]
     inside = ((ras - np.asarray(centre)) ** 2).sum(-1) <= radius**2
     return Volume(inside.astype(np.uint8) * 3, vol.affine, is_label=True)
 
@@ -205,10 +159,10 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_dio_label_prompt_pulls_the_labels_into_overlap():
-    fixed = _blobs(SHAPE, FIXED_AFFINE)
+    fixed = blobs(SHAPE, FIXED_AFFINE)
     moving_affine = FIXED_AFFINE.copy()
     moving_affine[:3, 3] += [1.0, -0.5, 0.0]          # labels on their own (moving) grid, not the fixed one
-    moving = _blobs(SHAPE, moving_affine)
+    moving = blobs(SHAPE, moving_affine)
     fixed_labels = _disk(fixed, (0.0, 0.0), 9.0)
     moving_labels = _disk(moving, (4.0, -3.0), 9.0)  # the structure sits (4, −3) mm away in the moving image
     model = _ConstantFeatures()
@@ -220,14 +174,13 @@ def test_dio_label_prompt_pulls_the_labels_into_overlap():
                                   device="cpu", prompt_labels=prompt, label_weight=1.0, initial_transform=initial)
     dice = {k: _dice(r.warp_volume(moving_labels).data, fixed_labels.data) for k, r in runs.items()}
     assert dice["plain"] < 0.75 and dice["prompted"] > dice["plain"] + 0.15, dice
-    centre = _values_at(runs["prompted"].displacement_ras, fixed, np.array([[0.0, 0.0, 5.0]]))[0, :2]
+    centre = values_at(runs["prompted"].displacement_ras, fixed, np.array([[0.0, 0.0, 5.0]]))[0, :2]
     assert np.linalg.norm(centre - [4.0, -3.0]) < 1.5, centre
     assert runs["prompted"].folding_fraction == 0.0 and runs["prompted"].settings["prompts"]["labels"]
 
 
 # --- CARL ----------------------------------------------------------------------------------------------------
 
-TINY_CARL = dict(ndim=2, channels=4, blocks=1, pad=3, unet_encoder=(4, 8), unet_final=(4,))
 CARL_CARD = {"name": "tiny_carl", "input_domain": CARD_GRID}
 
 
@@ -246,7 +199,7 @@ class _ConstantPairCARL(CARL):
 @pytest.fixture(scope="module")
 def carl_pair() -> tuple[Volume, Volume]:
     moving_affine = np.array([[1.3, 0.0, 0.0, -22.0], [0.0, -1.7, 0.0, 25.0], [0.0, 0.0, 2.0, 5.0], [0, 0, 0, 1.0]])
-    return _blobs(SHAPE, FIXED_AFFINE), _blobs((30, 34), moving_affine, (2.0, 1.0))
+    return blobs(SHAPE, FIXED_AFFINE), blobs((30, 34), moving_affine, (2.0, 1.0))
 
 
 def test_carl_constant_fields_map_to_the_native_grids_in_mm(carl_pair):
@@ -275,10 +228,10 @@ def test_carl_after_affine_prealignment_composes_the_network_field_with_it(shift
                         affine_settings=preset("fast"), device="cpu")
     T = res.affine_ras
     assert np.abs(T[:2, 3] - SHIFT_MM).max() < 0.5 and np.abs(T[:3, :3] - np.eye(3)).max() < 0.05  # engine's
-    x = _ras_grid(SHAPE, FIXED_AFFINE)
+    x = ras_grid(SHAPE, FIXED_AFFINE)
     expected = (x + np.r_[2.0 * t, 0.0]) @ T[:3, :3].T + T[:3, 3] - x
     np.testing.assert_allclose(res.displacement_ras, expected, atol=1e-3)
-    q = _ras_grid(moving.grid_shape, moving.affine)                      # inverse: T⁻¹q − t·2 mm − q
+    q = ras_grid(moving.grid_shape, moving.affine)                      # inverse: T⁻¹q − t·2 mm − q
     inv = np.linalg.inv(T)
     np.testing.assert_allclose(res.inverse_displacement_ras, q @ inv[:3, :3].T + inv[:3, 3] - np.r_[2.0 * t, 0.0] - q,
                                atol=1e-3)
@@ -366,164 +319,3 @@ def test_carl_refuses_wrong_models_and_dimensions(carl_pair):
                       card=CARL_CARD, device="cpu")
     with pytest.raises(InputError, match="needs a DIOFeatureNet model"):
         dio_register(fixed, moving, CARL(**TINY_CARL), card=DIO_CARD, device="cpu")
-
-
-# --- options ------------------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("method,options,message", [
-    ("dio", MethodOptions(depth=2), "depth applies to --method carl, not dio"),
-    ("carl", MethodOptions(iterations=(5, 5, 5)), "iterations applies to --method dio, not carl"),
-    ("carl", MethodOptions(prompt_points=(np.zeros((1, 3)),) * 2), "landmark prompt applies to --method dio"),
-    ("learned", MethodOptions(prompt_labels=(None, None)), "label prompt applies to --method dio"),
-    ("dio", MethodOptions(refine=3), "refine applies to --method learned/carl, not dio"),
-    ("optimize", MethodOptions(refine=3), "refine applies to --method learned/carl, not optimize"),
-    ("optimize", MethodOptions(model="carl_2d"), "model applies to --method learned/dio/carl, not optimize"),
-    ("optimize", MethodOptions(prealign="none"), "prealign applies to --method learned/dio/carl"),
-    ("carl", MethodOptions(prealign="rigid"), "prealign must be one of affine, none"),
-    ("carl", MethodOptions(refine=-1), "refine must be >= 0"),
-    ("carl", MethodOptions(depth=4), "depth must be 1, 2 or 3"),
-    ("elastix", MethodOptions(), "unknown method 'elastix'"),
-])
-def test_method_options_refuse_what_a_method_cannot_use(method, options, message):
-    with pytest.raises(InputError, match=message):
-        options.check(method)
-
-
-def test_method_options_accept_what_each_method_uses():
-    MethodOptions().check("optimize")
-    MethodOptions(model="x", refine=2, depth=1, prealign="affine").check("carl")
-    MethodOptions(model="x", iterations=(1, 2, 3), prealign="none",
-                  prompt_points=(np.zeros((1, 3)), np.zeros((1, 3)))).check("dio")
-    MethodOptions(model="x", refine=5).check("learned")
-
-
-def test_register_with_method_refuses_weights_and_finds_no_missing_model(monkeypatch, tmp_path):
-    fixed = _blobs(SHAPE, FIXED_AFFINE)
-    weights = fixed.with_data(np.ones(SHAPE, np.float32))
-    for method in ("learned", "dio", "carl"):
-        with pytest.raises(InputError, match=f"apply to --method optimize, not {method}"):
-            register_with_method(method, fixed, fixed, RegistrationSettings(), weights=weights, device="cpu")
-    monkeypatch.setenv("TOPOREG_RESOURCES", str(tmp_path / "no_resources"))
-    monkeypatch.setenv("TOPOREG_MODELS", str(tmp_path))            # an empty user model folder
-    with pytest.raises(InputError, match="no 3D model for --method carl") as err:
-        model_for("carl", 3)
-    assert "toporeg train carl" in str(err.value) and "carl_3d_2mm" in str(err.value)
-    with pytest.raises(InputError, match="toporeg train dio"):
-        model_for("dio", 2)
-    # a model named explicitly is resolved as given; a missing file says so
-    with pytest.raises(InputError, match="missing"):
-        model_for("carl", 2, str(tmp_path / "nothing.safetensors"))
-
-
-# --- command line -------------------------------------------------------------------------------------------
-
-CLI = ["--progress", "none", "--device", "cpu", "--fast"]
-
-
-@pytest.fixture(scope="module")
-def cli_files(tmp_path_factory):
-    """2D NIfTI pair (moving = fixed shifted by SHIFT_MM) and tiny untrained DIO and CARL models with cards."""
-    d = tmp_path_factory.mktemp("learned_cli")
-    fixed, moving = _blobs(SHAPE, FIXED_AFFINE), _blobs(SHAPE, FIXED_AFFINE, SHIFT_MM)
-    torch.manual_seed(0)
-    dio, _ = save_model(DIOFeatureNet(ndim=2, channels=4, encoder=(4, 8), decoder=(8, 4), final_convs=(4,),
-                                      scales=(2, 1)), d / "tiny_dio",
-                        {"input_domain": CARD_GRID, "solver": {"iterations": [6, 4]}})
-    carl, _ = save_model(CARL(**TINY_CARL), d / "tiny_carl", {"input_domain": CARD_GRID})
-    return {"fixed": save_volume(fixed, d / "fixed.nii.gz"), "moving": save_volume(moving, d / "moving.nii.gz"),
-            "dio": dio, "carl": carl}
-
-
-def _run(files, out, *args) -> int:
-    from toporeg.cli.main import main
-
-    return main(["register", str(files["fixed"]), str(files["moving"]), "--out", str(out), *CLI, *args])
-
-
-def _outputs(out):
-    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
-    for name in ("warped", "displacement", "inverse_displacement", "jacobian"):
-        assert (out / f"{name}.nii.gz").exists(), name
-    assert load_volume(out / "warped.nii.gz").grid_shape == SHAPE
-    assert set(report["files"]) >= {"warped", "displacement", "inverse_displacement", "jacobian", "affine"}
-    return report
-
-
-def test_cli_dio_with_a_saved_model(cli_files, tmp_path):
-    out = tmp_path / "dio"
-    assert _run(cli_files, out, "--method", "dio", "--transform", "affine", "--model", str(cli_files["dio"]),
-                "--iterations", "3", "2") == 0
-    report = _outputs(out)
-    settings = report["registration_settings"]
-    assert report["method"] == "dio" and settings["method"] == "dio" and settings["prealign"] == "affine"
-    assert settings["solver"]["transform"] == "affine" and settings["solver"]["iterations"] == [3, 2]
-    assert settings["model"] == "tiny_dio" and report["metrics"]["model"] == "tiny_dio"
-    assert not (out / "inverse_consistency.nii.gz").exists()
-
-
-def test_cli_dio_landmark_files_drive_the_solver(tmp_path):
-    """A saved DIO model whose feature heads are zero (its features carry no information), so only the landmark
-    files (fixed in RAS, moving in LPS) can move the solver: the written field maps the landmarks onto each other."""
-    blank = DIOFeatureNet(ndim=2, channels=4, encoder=(4, 8), decoder=(8, 4), final_convs=(4,), scales=(2, 1))
-    for head in blank.heads:
-        torch.nn.init.zeros_(head.weight)
-        torch.nn.init.zeros_(head.bias)
-    card = {"input_domain": CARD_GRID, "solver": {"iterations": [30, 20]}}
-    model, _ = save_model(blank, tmp_path / "blank_dio", card)
-    # (i, j, 1) arrays: such 2D files get a readable displacement.nii.gz ((i, j) ones: see test_cli_2d_displacement_file_reads_back_as_the_itk_field)
-    image = Volume(_blobs(SHAPE, FIXED_AFFINE).data[..., None], FIXED_AFFINE)
-    files = {"fixed": save_volume(image, tmp_path / "f.nii.gz"), "moving": save_volume(image, tmp_path / "m.nii.gz")}
-    pts_f = image.voxel_to_ras(np.array([[8, 12, 0], [22, 12, 0], [10, 28, 0], [21, 27, 0]], float))
-    f_csv, m_csv = tmp_path / "f.csv", tmp_path / "m.csv"
-    f_csv.write_text("\n".join(f"{p[0]},{p[1]},{p[2]}" for p in pts_f))
-    m_csv.write_text("# LPS\n" + "\n".join(f"{-p[0] - 4.0},{-p[1] + 3.0},{p[2]}" for p in pts_f))  # RAS + (4, −3)
-    out = tmp_path / "prompted"
-    assert _run(files, out, "--method", "dio", "--prealign", "none", "--model", str(model),   # svf: the default
-                "--fixed-landmarks", str(f_csv), "--moving-landmarks", str(m_csv), "--landmark-weight", "1.0") == 0
-    settings = _outputs(out)["registration_settings"]
-    assert settings["prealign"] == "none" and settings["prompts"]["landmarks"] == 4
-    assert settings["prompts"]["landmark_weight"] == 1.0 and settings["solver"]["transform"] == "svf"
-    u = physical_from_itk_volume(load_volume(out / "displacement.nii.gz"))
-    err = np.linalg.norm(_values_at(u, image, pts_f) - [4.0, -3.0, 0.0], axis=-1)
-    assert err.max() < 1.0, err                                    # 5 mm without the prompt
-
-
-def test_cli_carl_with_a_saved_model(cli_files, tmp_path):
-    out = tmp_path / "carl"
-    assert _run(cli_files, out, "--method", "carl", "--model", str(cli_files["carl"]), "--depth", "2") == 0
-    report = _outputs(out)
-    settings = report["registration_settings"]
-    assert report["method"] == "carl" and settings["method"] == "carl"
-    assert settings["prealign"] == "none" and settings["depth"] == 2 and settings["refine_steps"] == 0
-    icon = load_volume(out / "inverse_consistency.nii.gz")
-    assert icon.grid_shape == SHAPE and np.all(np.isfinite(icon.data)) and np.all(np.asarray(icon.data) >= 0)
-    assert "inverse_consistency_mean_mm" in report["metrics"]
-
-
-@pytest.mark.parametrize("args,message", [
-    (["--method", "carl", "--iterations", "5", "5", "5"], "iterations applies to --method dio, not carl"),
-    (["--method", "optimize", "--depth", "2"], "depth applies to --method carl, not optimize"),
-    (["--method", "dio", "--fixed-landmarks", "FIXED_PTS"], "give both --fixed-landmarks and --moving-landmarks"),
-    (["--method", "dio", "--transform", "rigid"], "the DIO solver has no rigid transform"),
-    (["--method", "optimize", "--refine", "3"], "refine applies to --method learned/carl, not optimize"),
-    (["--method", "dio", "--fixed-labels", "FIXED_PTS"], "--fixed-labels (a dio label prompt) needs --moving-labels"),
-])
-def test_cli_refuses_flags_the_method_cannot_use(cli_files, tmp_path, capsys, args, message):
-    pts = tmp_path / "pts.csv"
-    pts.write_text("1,2,0\n")
-    args = [str(pts) if a == "FIXED_PTS" else a for a in args]
-    out = tmp_path / "refused"
-    assert _run(cli_files, out, *args) == 2
-    assert message in capsys.readouterr().err
-    assert not out.exists()                                          # a refused run leaves no outputs
-
-
-def test_cli_2d_displacement_file_reads_back_as_the_itk_field(cli_files, tmp_path):
-    out = tmp_path / "carl"
-    assert _run(cli_files, out, "--method", "carl", "--model", str(cli_files["carl"]), "--depth", "1") == 0
-    field = load_volume(out / "displacement.nii.gz")
-    assert field.has_channels and field.grid_shape == SHAPE
-    fixed, moving = load_volume(cli_files["fixed"]), load_volume(cli_files["moving"])
-    res = register_with_method("carl", fixed, moving, RegistrationSettings(),
-                               MethodOptions(model=str(cli_files["carl"]), depth=1), device="cpu")
-    np.testing.assert_allclose(physical_from_itk_volume(field), res.displacement_ras, atol=1e-4)
