@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 METHODS = ("optimize", "learned", "dio", "carl")  # toporeg.methods.METHODS (tested)
-DIO_TRANSFORMS = ("svf", "displacement", "affine")  # the DIO solver's transforms (no rigid)
+DIO_TRANSFORMS = ("svf", "displacement", "affine")  # toporeg.dio.solver.SOLVER_TRANSFORMS (tested; no rigid)
 PRESETS = ("fast", "default", "accurate")
 TRANSFORM_MODELS = ("svf", "displacement", "affine", "rigid")
 LINEAR_MODELS = ("affine", "rigid")

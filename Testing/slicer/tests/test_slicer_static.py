@@ -164,6 +164,7 @@ def test_logic_package_is_qt_free_and_imports_toporeg_lazily(path):
 def test_choices_match_the_library():
     from toporeg.cli import segment_cmd
     from toporeg.cli.register_cmd import METHODS
+    from toporeg.dio.solver import SOLVER_TRANSFORMS
     from toporeg.registration import PRESETS, TRANSFORM_MODELS, available_similarities
 
     from TopoRegLogic import params, uncertainty_logic
@@ -173,6 +174,7 @@ def test_choices_match_the_library():
     assert params.METHODS == METHODS
     assert params.PRESETS == tuple(PRESETS)
     assert params.TRANSFORM_MODELS == TRANSFORM_MODELS
+    assert set(params.DIO_TRANSFORMS) == set(SOLVER_TRANSFORMS)
     assert set(params.SIMILARITIES) == set(available_similarities())
 
 

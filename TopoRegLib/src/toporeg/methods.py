@@ -17,7 +17,6 @@ METHODS = ("optimize", "learned", "dio", "carl")
 DEFAULT_MODELS = {"learned": {2: "vxm_diff_2d", 3: "vxm_diff_3d_2mm"}, "dio": {2: "dio_2d", 3: "dio_3d_2mm"},
                   "carl": {2: "carl_2d", 3: "carl_3d_2mm"}}
 TRAINING_CONFIGS = {"learned": "vxm_diff", "dio": "dio", "carl": "carl"}
-DIO_TRANSFORMS = ("svf", "displacement", "affine")
 PREALIGN = ("affine", "none")
 
 

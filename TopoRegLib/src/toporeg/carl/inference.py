@@ -29,7 +29,7 @@ from ..progress import Progress
 from ..registration import RegistrationSettings
 from ..registration.device import resolve_device
 from ..transforms.sampling import warp
-from .losses import gradicon, lncc_gaussian
+from .losses import gradicon, symmetric_lncc
 from .model import CARL
 
 REFINE_LR = 1e-4
@@ -47,7 +47,8 @@ def inverse_consistency(phi_ab: torch.Tensor, phi_ba: torch.Tensor, spacing=None
 
 
 def instance_optimise(model: CARL, moving: torch.Tensor, fixed: torch.Tensor, steps: int, *, depth: int,
-                      lam: float, sigma: float, lr: float = REFINE_LR, progress: Progress | None = None) -> CARL:
+                      lam: float, sigma: float, delta: float = 0.1, lr: float = REFINE_LR,
+                      progress: Progress | None = None) -> CARL:
     """A copy of `model` fine-tuned on this pair for `steps` Adam steps (seed B.4 'IO'); `model` is unchanged."""
     tuned = copy.deepcopy(model).train()
     for module in tuned.modules():  # batch statistics of one pair are noise: keep the trained ones
@@ -58,8 +59,8 @@ def instance_optimise(model: CARL, moving: torch.Tensor, fixed: torch.Tensor, st
     for step in range(steps):
         with torch.enable_grad():
             phi_ab, phi_ba = tuned.forward_pair(moving, fixed, depth=depth)
-            loss = (lncc_gaussian(warp(moving, phi_ab), fixed, sigma) + lncc_gaussian(warp(fixed, phi_ba), moving, sigma)
-                    + lam * gradicon(phi_ab, phi_ba, generator=generator))
+            loss = symmetric_lncc(moving, fixed, phi_ab, phi_ba, sigma) + lam * gradicon(
+                phi_ab, phi_ba, delta=delta, generator=generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -90,7 +91,8 @@ def carl_register(fixed: Volume, moving: Volume, model: torch.nn.Module | str | 
         net = model
         if refine > 0:
             net = instance_optimise(model, m_net, f_net, refine, depth=depth, lam=float(cfg.get("lam", 1.5)),
-                                    sigma=float(cfg.get("lncc_sigma", 4.0)), progress=step_progress.sub("refine", 0, 0.9))
+                                    sigma=float(cfg.get("lncc_sigma", 4.0)), delta=float(cfg.get("gradicon_delta", 0.1)),
+                                    progress=step_progress.sub("refine", 0, 0.9))
         step_progress.update("network", 0.9, "CARL forward and inverse passes")
         with torch.no_grad():
             phi_ab, phi_ba = net.forward_pair(m_net, f_net, depth=depth)

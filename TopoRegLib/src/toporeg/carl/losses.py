@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from ..filters import gaussian_smooth
-from ..transforms.sampling import identity_grid, sample
+from ..transforms.sampling import identity_grid, sample, warp
 
 
 def lncc_gaussian(a: torch.Tensor, b: torch.Tensor, sigma: float = 4.0) -> torch.Tensor:
@@ -34,6 +34,12 @@ def lncc_gaussian(a: torch.Tensor, b: torch.Tensor, sigma: float = 4.0) -> torch
     var_a = torch.relu(blur(a * a) - mean_a**2) + 1e-5
     var_b = torch.relu(blur(b * b) - mean_b**2) + 1e-5
     return 1.0 - (cov / torch.sqrt(var_a * var_b)).mean()
+
+
+def symmetric_lncc(a: torch.Tensor, b: torch.Tensor, phi_ab: torch.Tensor, phi_ba: torch.Tensor,
+                   sigma: float = 4.0) -> torch.Tensor:
+    """LNCC(A∘φ_AB, B) + LNCC(B∘φ_BA, A): CARL's similarity in training and in instance optimisation."""
+    return lncc_gaussian(warp(a, phi_ab), b, sigma) + lncc_gaussian(warp(b, phi_ba), a, sigma)
 
 
 def _compose_at(phi_ab: torch.Tensor, phi_ba: torch.Tensor, points: torch.Tensor) -> torch.Tensor:

@@ -20,10 +20,11 @@ from typing import Any
 
 import torch
 
-from ..carl import CARL, diffusion, gradicon, lncc_gaussian
+from ..carl import CARL, diffusion, gradicon
+from ..carl.losses import symmetric_lncc
 from ..models.weights import save_model
 from ..transforms.jacobian import folding_fraction, jacobian_determinant
-from ..transforms.sampling import warp, warp_labels
+from ..transforms.sampling import warp_labels
 from . import common
 from .loop import Checkpointer, run_loop, trainer_main, write_report
 from .train_registration import Data, PairTrainConfig, input_domain, training_card
@@ -90,8 +91,7 @@ def augment_shifts(batch: dict[str, Any], cfg: CarlTrainConfig, step: int) -> di
 def carl_loss(phi_ab: torch.Tensor, phi_ba: torch.Tensor, a: torch.Tensor, b: torch.Tensor, cfg: CarlTrainConfig,
               step: int) -> dict[str, torch.Tensor]:
     """Symmetric LNCC + λ·(diffusion before `warmup_steps_diffusion`, else GradICON); both regularisers logged."""
-    similarity = (lncc_gaussian(warp(a, phi_ab), b, cfg.lncc_sigma)
-                  + lncc_gaussian(warp(b, phi_ba), a, cfg.lncc_sigma))
+    similarity = symmetric_lncc(a, b, phi_ab, phi_ba, cfg.lncc_sigma)
     smooth = 0.5 * (diffusion(phi_ab) + diffusion(phi_ba))
     gradicon_phase = step >= cfg.warmup_steps_diffusion
     with torch.set_grad_enabled(gradicon_phase and torch.is_grad_enabled()):
